@@ -1,0 +1,129 @@
+"""Building blocks shared by the BERT and MobileBERT encoders.
+
+`Dense` is the single linear primitive of every encoder and head layer. The
+analog transforms and LoRA wrap it (by intercepting `Dense.__call__`, see
+`flax.linen.intercept_methods`), so the models themselves stay digital.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hwa_lora_jax.models.config import ModelConfig
+
+Array = jax.Array
+
+
+def kernel_init(config: ModelConfig) -> Callable:
+    """Normal(0, initializer_range) weights, as transformers initializes them."""
+    return nn.initializers.normal(stddev=config.initializer_range)
+
+
+class Dense(nn.Module):
+    """Linear layer `y = x @ kernel + bias`.
+
+    Attributes:
+      features: number of outputs.
+      kernel_init: initializer of the `(in_features, features)` kernel.
+      use_bias: whether to add the `(features,)` bias.
+    """
+
+    features: int
+    kernel_init: Callable = nn.initializers.normal(stddev=0.02)
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """Apply the layer to `x` of shape `(..., in_features)`."""
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        y = jnp.matmul(x, kernel, precision=jax.lax.Precision.HIGHEST)
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,))
+            y = y + bias
+        return y
+
+
+class NoNorm(nn.Module):
+    """MobileBERT's element-wise affine map `x * scale + bias`, used in place of LayerNorm."""
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,))
+        bias = self.param("bias", nn.initializers.zeros, (features,))
+        return x * scale + bias
+
+
+def make_norm(config: ModelConfig, *, eps: float | None, name: str = "LayerNorm") -> nn.Module:
+    """Return the configured normalization layer.
+
+    Args:
+      config: the model config; `normalization_type` picks NoNorm or LayerNorm.
+      eps: LayerNorm epsilon. transformers' MobileBERT builds some of its
+        LayerNorms without passing `layer_norm_eps` (so torch's 1e-5 applies);
+        pass `None` to reproduce that.
+      name: parameter scope name (Hugging Face's `LayerNorm`).
+    """
+    if config.normalization_type == "no_norm":
+        return NoNorm(name=name)
+    return nn.LayerNorm(epsilon=1e-5 if eps is None else eps, name=name)
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    """Activation function by its transformers name (`ACT2FN` semantics)."""
+    table = {
+        "gelu": functools.partial(jax.nn.gelu, approximate=False),
+        "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+        "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+        "relu": jax.nn.relu,
+        "tanh": jnp.tanh,
+        "silu": jax.nn.silu,
+    }
+    return table[name]
+
+
+def attention_bias(attention_mask: Array, dtype=jnp.float32) -> Array:
+    """Turn a `(batch, seq)` 0/1 padding mask into an additive `(batch, 1, 1, seq)` bias."""
+    mask = attention_mask[:, None, None, :].astype(bool)
+    return jnp.where(mask, jnp.zeros((), dtype), jnp.asarray(jnp.finfo(dtype).min, dtype))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head scaled dot-product attention with Hugging Face parameter names.
+
+    The query, key and value projections are `Dense` layers named `query`,
+    `key` and `value`. The attention scores themselves stay digital.
+    """
+
+    config: ModelConfig
+    num_heads: int
+    head_dim: int
+
+    @nn.compact
+    def __call__(self, query_in: Array, key_in: Array, value_in: Array, bias: Array,
+                 *, deterministic: bool) -> Array:
+        """Attend; inputs are `(batch, seq, features)`, `bias` is `(batch, 1, 1, seq)`."""
+        width = self.num_heads * self.head_dim
+        init = kernel_init(self.config)
+        batch, seq = query_in.shape[:2]
+
+        def heads(x: Array) -> Array:
+            return x.reshape(batch, seq, self.num_heads, self.head_dim)
+
+        query = heads(Dense(width, init, name="query")(query_in))
+        key = heads(Dense(width, init, name="key")(key_in))
+        value = heads(Dense(width, init, name="value")(value_in))
+
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+                            precision=jax.lax.Precision.HIGHEST) * (self.head_dim ** -0.5)
+        weights = jax.nn.softmax(scores + bias, axis=-1)
+        weights = nn.Dropout(self.config.attention_probs_dropout_prob)(
+            weights, deterministic=deterministic)
+        context = jnp.einsum("bhqk,bkhd->bqhd", weights, value,
+                             precision=jax.lax.Precision.HIGHEST)
+        return context.reshape(batch, seq, width)
