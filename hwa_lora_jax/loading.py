@@ -51,7 +51,7 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class LoadReport:
-    """What loading did with the checkpoint's tensors.
+    """Outcome of matching a checkpoint's tensors to the model.
 
     Attributes:
       missing_keys: Hugging Face names the model needs that the checkpoint
@@ -217,7 +217,10 @@ def params_from_state_dict(
             + ". Check that config.json matches the weights; for a task head of another "
             "size set num_labels accordingly."
         )
-    missing_body = [key for key in missing if head is None or not key.startswith(head + ".")]
+    # The task head and the pooler may be new, as when a QA or pre-training
+    # checkpoint starts a classifier. Any other missing weight is an error.
+    may_be_new = tuple(p + "." for p in (head, prefix + "pooler") if p is not None)
+    missing_body = [key for key in missing if not key.startswith(may_be_new)]
     if missing_body:
         shown = ", ".join(missing_body[:8]) + (" ..." if len(missing_body) > 8 else "")
         raise CheckpointError(
