@@ -8,7 +8,7 @@ analog transforms and LoRA wrap it (by intercepting `Dense.__call__`, see
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, ClassVar
 
 import flax.linen as nn
 import jax
@@ -127,3 +127,57 @@ class SelfAttention(nn.Module):
         context = jnp.einsum("bhqk,bkhd->bqhd", weights, value,
                              precision=jax.lax.Precision.HIGHEST)
         return context.reshape(batch, seq, width)
+
+
+class _Encoder(nn.Module):
+    """`num_hidden_layers` layers named `layer_0`, `layer_1`, ..."""
+
+    config: ModelConfig
+    layer_cls: type[nn.Module]
+
+    @nn.compact
+    def __call__(self, x: Array, bias: Array, *, deterministic: bool) -> tuple[Array, ...]:
+        """Return the output of every layer, the input embeddings first."""
+        states = [x]
+        for i in range(self.config.num_hidden_layers):
+            x = self.layer_cls(self.config, name=f"layer_{i}")(x, bias, deterministic=deterministic)
+            states.append(x)
+        return tuple(states)
+
+
+class EncoderModel(nn.Module):
+    """Embeddings, a stack of layers and an optional pooler, as in transformers' `*Model`.
+
+    Subclasses set the three building blocks as class variables.
+
+    Attributes:
+      config: the architecture.
+      add_pooling_layer: build the `pooler`.
+    """
+
+    embeddings_cls: ClassVar[type[nn.Module]]
+    layer_cls: ClassVar[type[nn.Module]]
+    pooler_cls: ClassVar[type[nn.Module]]
+
+    config: ModelConfig
+    add_pooling_layer: bool = True
+
+    @nn.compact
+    def __call__(self, input_ids: Array, attention_mask: Array, token_type_ids: Array,
+                 *, deterministic: bool = True) -> dict[str, Array | tuple[Array, ...]]:
+        """Encode token ids of shape `(batch, seq)`.
+
+        Returns:
+          A dict with `last_hidden_state` `(batch, seq, hidden)`, `hidden_states`
+          (embeddings plus one entry per layer) and, with a pooler, `pooler_output`
+          `(batch, hidden)`.
+        """
+        cfg = self.config
+        x = self.embeddings_cls(cfg, name="embeddings")(input_ids, token_type_ids,
+                                                         deterministic=deterministic)
+        states = _Encoder(cfg, self.layer_cls, name="encoder")(
+            x, attention_bias(attention_mask), deterministic=deterministic)
+        outputs = {"last_hidden_state": states[-1], "hidden_states": states}
+        if self.add_pooling_layer:
+            outputs["pooler_output"] = self.pooler_cls(cfg, name="pooler")(states[-1])
+        return outputs

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 from hwa_lora_jax.models.config import ModelConfig
 from hwa_lora_jax.models.layers import (
     Dense,
+    EncoderModel,
     SelfAttention,
     activation,
-    attention_bias,
     kernel_init,
     make_norm,
 )
@@ -184,20 +184,6 @@ class MobileBertLayer(nn.Module):
         return _Output(cfg, name="output")(hidden, attended, x, deterministic=deterministic)
 
 
-class MobileBertEncoder(nn.Module):
-    config: ModelConfig
-
-    @nn.compact
-    def __call__(self, x: Array, bias: Array, *, deterministic: bool) -> tuple[Array, ...]:
-        """Return the output of every layer, the input embeddings first."""
-        states = [x]
-        for i in range(self.config.num_hidden_layers):
-            x = MobileBertLayer(self.config, name=f"layer_{i}")(x, bias,
-                                                               deterministic=deterministic)
-            states.append(x)
-        return tuple(states)
-
-
 class MobileBertPooler(nn.Module):
     """The first token's state, through dense + tanh only if `classifier_activation`."""
 
@@ -211,33 +197,9 @@ class MobileBertPooler(nn.Module):
         return jnp.tanh(Dense(self.config.hidden_size, kernel_init(self.config), name="dense")(cls))
 
 
-class MobileBertModel(nn.Module):
-    """MobileBERT encoder: embeddings, `num_hidden_layers` layers and an optional pooler.
+class MobileBertModel(EncoderModel):
+    """MobileBERT encoder: embeddings, `num_hidden_layers` layers and an optional pooler."""
 
-    Attributes:
-      config: the architecture (`model_type='mobilebert'`).
-      add_pooling_layer: build the `pooler`.
-    """
-
-    config: ModelConfig
-    add_pooling_layer: bool = True
-
-    @nn.compact
-    def __call__(self, input_ids: Array, attention_mask: Array, token_type_ids: Array,
-                 *, deterministic: bool = True) -> dict[str, Array | tuple[Array, ...]]:
-        """Encode token ids of shape `(batch, seq)`.
-
-        Returns:
-          A dict with `last_hidden_state` `(batch, seq, hidden)`, `hidden_states`
-          (embeddings plus one entry per layer) and, with a pooler, `pooler_output`
-          `(batch, hidden)`.
-        """
-        cfg = self.config
-        x = MobileBertEmbeddings(cfg, name="embeddings")(input_ids, token_type_ids,
-                                                          deterministic=deterministic)
-        states = MobileBertEncoder(cfg, name="encoder")(x, attention_bias(attention_mask),
-                                                        deterministic=deterministic)
-        outputs = {"last_hidden_state": states[-1], "hidden_states": states}
-        if self.add_pooling_layer:
-            outputs["pooler_output"] = MobileBertPooler(cfg, name="pooler")(states[-1])
-        return outputs
+    embeddings_cls = MobileBertEmbeddings
+    layer_cls = MobileBertLayer
+    pooler_cls = MobileBertPooler
