@@ -1,0 +1,118 @@
+"""Apply the analog transforms to every linear layer of a Flax params tree at once.
+
+Layers are found by their Flax `Dense` params `{'kernel': (in, out), 'bias': (out,)}` and
+named by their slash-joined path, e.g. "mobilebert/encoder/layer_3/attention/self/query".
+Each layer's PRNG key is `fold_in(key, crc32(path))`, so a layer's randomness does not
+depend on which other layers are present.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+
+from hwa_lora_jax.analog.config import AnalogConfig
+from hwa_lora_jax.analog.forward import add_weight_noise
+from hwa_lora_jax.analog.pcm import ProgrammedLayer, drift, program
+from hwa_lora_jax.analog.tiles import TiledLayer, map_weights
+
+
+def layer_key(key: jax.Array, path: str) -> jax.Array:
+    """Derive the PRNG key of the layer at `path` from `key` (stable across runs)."""
+    return jax.random.fold_in(key, zlib.crc32(path.encode()) & 0x7FFFFFFF)
+
+
+def linear_layer_paths(params: Mapping[str, Any]) -> list[str]:
+    """List the paths of all sub-dicts that hold a 2-D `kernel`, in traversal order.
+
+    Args:
+        params: nested dict of Flax params.
+
+    Returns:
+        Slash-joined paths such as "qa_outputs" or ".../ffn_1/intermediate/dense".
+    """
+    paths = []
+
+    def visit(node: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
+        kernel = node.get("kernel")
+        if kernel is not None and getattr(kernel, "ndim", 0) == 2:
+            paths.append("/".join(prefix))
+        for name, child in node.items():
+            if isinstance(child, Mapping):
+                visit(child, prefix + (str(name),))
+
+    visit(params, ())
+    return paths
+
+
+def get_linear_params(params: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """Return the `{'kernel', 'bias'}` dict of the layer at `path`."""
+    node = params
+    for name in path.split("/"):
+        node = node[name]
+    return node
+
+
+def map_params(
+    params: Mapping[str, Any],
+    config: AnalogConfig,
+    *,
+    include: Callable[[str], bool] | None = None,
+) -> dict[str, TiledLayer]:
+    """Map every linear layer of a params tree onto tiles (`map_weights` per layer).
+
+    Args:
+        params: nested dict of frozen Flax params; it is not modified.
+        config: hardware configuration.
+        include: optional predicate on the layer path; layers for which it returns False
+            stay digital and are left out. By default every linear layer is analog.
+
+    Returns:
+        Dict from layer path to mapped layer.
+    """
+    layers = {}
+    for path in linear_layer_paths(params):
+        if include is None or include(path):
+            layers[path] = map_weights(get_linear_params(params, path)["kernel"], config)
+    return layers
+
+
+def add_weight_noise_tree(
+    layers: Mapping[str, TiledLayer], config: AnalogConfig, *, key: jax.Array
+) -> dict[str, TiledLayer]:
+    """Apply `add_weight_noise` to every layer with its own key derived from `key`."""
+    return {path: add_weight_noise(layer, config, key=layer_key(key, path))
+            for path, layer in layers.items()}
+
+
+def program_tree(
+    layers: Mapping[str, TiledLayer], config: AnalogConfig, *, key: jax.Array
+) -> dict[str, ProgrammedLayer]:
+    """Program every layer (`program`) with its own key derived from `key` (one trial)."""
+    return {path: program(layer, config, key=layer_key(key, path))
+            for path, layer in layers.items()}
+
+
+def drift_tree(
+    programmed: Mapping[str, ProgrammedLayer],
+    t_seconds: jax.Array,
+    config: AnalogConfig,
+    *,
+    key: jax.Array,
+) -> dict[str, TiledLayer]:
+    """Drift every programmed layer to `t_seconds` (`drift`), including compensation.
+
+    Args:
+        programmed: output of `program_tree`.
+        t_seconds: scalar time since the first read, in s; may be traced.
+        config: hardware configuration.
+        key: PRNG key of this read; each layer gets its own key derived from it.
+
+    Returns:
+        Dict from layer path to drifted layer, ready for `analog_matmul`.
+    """
+    return {path: drift(state, t_seconds, config, key=layer_key(key, path))
+            for path, state in programmed.items()}
