@@ -21,6 +21,7 @@ from hwa_lora_jax.analog.pcm import drift as drift
 from hwa_lora_jax.analog.pcm import drift_exponent_stats as drift_exponent_stats
 from hwa_lora_jax.analog.pcm import drift_factor as drift_factor
 from hwa_lora_jax.analog.pcm import program as program
+from hwa_lora_jax.analog.pcm import program_conductances as program_conductances
 from hwa_lora_jax.analog.pcm import programming_noise_std as programming_noise_std
 from hwa_lora_jax.analog.pcm import read_noise_factor as read_noise_factor
 from hwa_lora_jax.analog.pcm import readout_mean_abs as readout_mean_abs

@@ -154,9 +154,13 @@ def _converter_pass(
     if out_noise is not None:
         mvm = mvm + out_noise
     adc = quantize(mvm, out_step)
-    clipped = adc > io.out_bound
+    # out_bound is an integer number of ADC steps (2**(bits - 1) - 1), so an output clips
+    # when it is at least one level above the bound. Testing against bound + step / 2
+    # keeps the float32 rounding of the top level (k * step ~ bound) from flagging it.
+    threshold = io.out_bound + out_step / 2
+    clipped = adc > threshold
     if io.bm_test_negative_bound:
-        clipped = clipped | (adc < -io.out_bound)
+        clipped = clipped | (adc < -threshold)
     flags = jnp.any(clipped & row_mask, axis=-1)
     return jnp.clip(adc, -io.out_bound, io.out_bound), flags
 

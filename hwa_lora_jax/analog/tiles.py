@@ -8,6 +8,7 @@ operation. The split sizes are static pytree metadata; every statistic masks the
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.struct
@@ -216,10 +217,11 @@ def clip_and_remap(layer: TiledLayer, config: MappingConfig) -> TiledLayer:
     return layer.replace(weights=weights, scales=scales)
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def map_weights(kernel: jax.Array, config: AnalogConfig) -> TiledLayer:
     """Map a frozen Flax kernel onto tiles: split, channel-wise scaling, clip and remap.
 
-    This is a pure function of the kernel; the kernel itself is never modified. Each output
+    This is a pure, jitted function of the kernel; the kernel itself is never modified. Each output
     row of each tile is divided by its max |w| (AIHWKIT weight_scaling_omega = 1 with
     weight_scaling_columnwise), and that factor becomes the digital scale.
 
