@@ -17,6 +17,7 @@ digital bias is added.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -74,6 +75,7 @@ def standard_normal(key: jax.Array, shape: tuple[int, ...], *, fast: bool) -> ja
     return math.sqrt(2.0) * lax.erf_inv(symmetric)
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def add_weight_noise(layer: TiledLayer, config: AnalogConfig, *, key: jax.Array) -> TiledLayer:
     """Add training weight noise: W + weight_noise * max|W_tile| * xi, fresh for each key.
 
@@ -259,6 +261,7 @@ def tile_forward(
     return adc * factor[..., None]
 
 
+@functools.partial(jax.jit, static_argnames=("config", "training"))
 def analog_matmul(
     x: jax.Array,
     layer: TiledLayer,

@@ -7,6 +7,8 @@ other targets 0) and `GlobalDriftCompensation`. Conductances are in uS, times in
 
 from __future__ import annotations
 
+import functools
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -125,6 +127,7 @@ def read_noise_factor(t_seconds: jax.Array, pcm: PCMConfig) -> jax.Array:
     return jnp.sqrt(jnp.log((total + pcm.t_read) / (2.0 * pcm.t_read)))
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def readout_mean_abs(layer: TiledLayer, config: AnalogConfig, *, key: jax.Array) -> jax.Array:
     """Measure each tile's mean |output| for the one-hot (identity) readout input.
 
@@ -166,6 +169,7 @@ def _clean_mean_abs(layer: TiledLayer) -> jax.Array:
     return jnp.maximum(mean_abs, _MIN_READOUT)
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def program(layer: TiledLayer, config: AnalogConfig, *, key: jax.Array) -> ProgrammedLayer:
     """Program a mapped layer onto PCM devices: programming noise and drift exponents.
 
@@ -216,6 +220,7 @@ def program(layer: TiledLayer, config: AnalogConfig, *, key: jax.Array) -> Progr
     return ProgrammedLayer(layer=programmed_layer, nu=nu, reference_readout=reference)
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def drift(
     programmed: ProgrammedLayer,
     t_seconds: jax.Array,
