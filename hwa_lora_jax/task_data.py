@@ -1,0 +1,171 @@
+"""Turn an experiment's `data` config into model-ready arrays and a scoring function.
+
+`load_task_data` reads GLUE or SQuAD (local folder or hub), applies the
+configured subsets or holdout, tokenizes, and returns the train arrays plus
+one `EvalSet` per evaluation split (two for MNLI: matched and mismatched).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from hwa_lora_jax import metrics
+from hwa_lora_jax.data import glue, squad
+from hwa_lora_jax.data.subset import select_subset, split_holdout
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+BENCHMARKS = ("glue", "squad")
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """One evaluation split.
+
+    Attributes:
+      name: split name (`validation`, `validation_matched`, ...).
+      arrays: model inputs, `(n, max_length)` int32 each.
+      score: maps the model outputs over all rows (`logits`, or
+        `start_logits`/`end_logits`) to a metrics dict with a `main` entry.
+    """
+
+    name: str
+    arrays: dict[str, np.ndarray]
+    score: Callable[[Mapping[str, np.ndarray]], dict[str, float]]
+
+
+@dataclasses.dataclass
+class TaskData:
+    """Everything the trainer needs to know about the task's data.
+
+    Attributes:
+      model_task: `TaskModel` task (`question_answering` or
+        `sequence_classification`).
+      num_labels: head outputs.
+      train: training arrays: model inputs plus `labels`, or
+        `start_positions` and `end_positions`.
+      evals: evaluation splits.
+      description: JSON-ready record of the files, subsets and sizes used.
+    """
+
+    model_task: str
+    num_labels: int
+    train: dict[str, np.ndarray]
+    evals: list[EvalSet]
+    description: dict[str, Any]
+
+
+def _data_dir(data_config: Mapping[str, Any], variable: str) -> str | None:
+    data_dir = data_config.get("data_dir") or os.environ.get(variable) or None
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"data.data_dir={data_dir} is not a folder. Point it at a folder with the "
+            f"{'GLUE tsv' if variable == 'GLUE_DIR' else 'SQuAD json'} files."
+        )
+    return data_dir
+
+
+def _glue_score(task: str, labels: np.ndarray) -> Callable:
+    def score(outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return metrics.glue_metrics(task, outputs["logits"], labels)
+    return score
+
+
+def load_glue_task(data_config: Mapping[str, Any], tokenizer: Any, *,
+                   max_position_embeddings: int, seed: int) -> TaskData:
+    """GLUE: tsv or hub data, tokenized pairs, accuracy/F1/MCC/correlation scoring."""
+    task = glue.get_glue_task(data_config["task"])
+    data_dir = _data_dir(data_config, "GLUE_DIR")
+    max_length = int(data_config["max_length"])
+    eval_max_length = int(data_config.get("eval_max_length") or max_length)
+
+    train_examples = glue.load_glue(task.name, data_config["train_split"], data_dir)
+    train_examples, train_subset = select_subset(train_examples, data_config["train_subset"],
+                                                 seed=seed)
+    train = glue.encode_glue(train_examples, tokenizer, max_length,
+                             max_position_embeddings=max_position_embeddings)
+
+    eval_split = data_config["eval_split"]
+    if task.name == "mnli" and eval_split == "validation":
+        eval_splits = ["validation_matched", "validation_mismatched"]
+    else:
+        eval_splits = [eval_split]
+    evals, eval_subsets = [], {}
+    for split in eval_splits:
+        examples = glue.load_glue(task.name, split, data_dir)
+        examples, eval_subsets[split] = select_subset(examples, data_config["eval_subset"],
+                                                      seed=seed)
+        encoded = glue.encode_glue(examples, tokenizer, eval_max_length,
+                                   max_position_embeddings=max_position_embeddings)
+        arrays = {name: encoded[name] for name in MODEL_INPUTS}
+        evals.append(EvalSet(split, arrays, _glue_score(task.name, encoded["labels"])))
+
+    description = {"benchmark": "glue", "task": task.name, "data_dir": data_dir or "hub",
+                   "max_length": max_length, "eval_max_length": eval_max_length,
+                   "train_examples": len(train_examples),
+                   "train_subset": train_subset, "eval_subsets": eval_subsets}
+    return TaskData("sequence_classification", task.num_labels, dict(train), evals, description)
+
+
+def load_squad_task(data_config: Mapping[str, Any], tokenizer: Any, *,
+                    max_position_embeddings: int, seed: int) -> TaskData:
+    """SQuAD v1.1: windows over long contexts, n-best span decoding, EM/F1 scoring."""
+    data_dir = _data_dir(data_config, "SQUAD_DIR")
+    max_length = int(data_config["max_length"])
+    doc_stride = int(data_config["doc_stride"])
+    train_split, eval_split = data_config["train_split"], data_config["eval_split"]
+    fraction = float(data_config.get("holdout_fraction") or 0.0)
+
+    description: dict[str, Any] = {"benchmark": "squad", "data_dir": data_dir or "hub",
+                                   "max_length": max_length, "doc_stride": doc_stride}
+    eval_examples = squad.load_squad(eval_split, data_dir)
+    if train_split == eval_split:
+        if fraction <= 0:
+            raise ValueError(
+                f"data.train_split and data.eval_split are both {train_split!r}; set "
+                "data.holdout_fraction (e.g. 0.2) to hold out part of it for evaluation."
+            )
+        train_examples, eval_examples, description["holdout"] = split_holdout(
+            eval_examples, fraction, seed=seed, by="article")
+    else:
+        train_examples = squad.load_squad(train_split, data_dir)
+    train_examples, description["train_subset"] = select_subset(
+        train_examples, data_config["train_subset"], seed=seed)
+    eval_examples, description["eval_subset"] = select_subset(
+        eval_examples, data_config["eval_subset"], seed=seed)
+
+    train = squad.prepare_train_features(train_examples, tokenizer, max_length, doc_stride,
+                                         max_position_embeddings=max_position_embeddings)
+    features = squad.prepare_eval_features(eval_examples, tokenizer, max_length, doc_stride,
+                                           max_position_embeddings=max_position_embeddings)
+
+    def score(outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        predictions = squad.postprocess_qa_predictions(
+            eval_examples, features, outputs["start_logits"], outputs["end_logits"])
+        result = metrics.squad_metrics(predictions, eval_examples)
+        result["main"] = result["f1"]
+        return result
+
+    description.update(train_examples=len(train_examples), train_features=len(train["input_ids"]),
+                       eval_examples=len(eval_examples), eval_features=len(features["input_ids"]))
+    train_arrays = {name: train[name] for name in
+                    MODEL_INPUTS + ("start_positions", "end_positions")}
+    arrays = {name: features[name] for name in MODEL_INPUTS}
+    return TaskData("question_answering", 2, train_arrays, [EvalSet(eval_split, arrays, score)],
+                    description)
+
+
+def load_task_data(data_config: Mapping[str, Any], tokenizer: Any, *,
+                   max_position_embeddings: int, seed: int) -> TaskData:
+    """Load the benchmark named by `data_config['benchmark']`."""
+    benchmark = data_config["benchmark"]
+    if benchmark == "glue":
+        return load_glue_task(data_config, tokenizer,
+                              max_position_embeddings=max_position_embeddings, seed=seed)
+    if benchmark == "squad":
+        return load_squad_task(data_config, tokenizer,
+                               max_position_embeddings=max_position_embeddings, seed=seed)
+    raise ValueError(f"data.benchmark={benchmark!r} is invalid; expected one of {BENCHMARKS}.")

@@ -1,0 +1,260 @@
+"""The training loop behind `train.py`: data, model, adapters, checkpoints, evaluation.
+
+Outputs in the workdir:
+
+    config.json          the experiment config of the run
+    metrics.jsonl        one JSON row per logged step, plus the final scores
+    checkpoints/<step>/  full training state (resumed automatically)
+    adapter/             the trained adapter alone (see `checkpointing`)
+    final_metrics.json   digital and analog (programmed, t = 0) dev scores
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from hwa_lora_jax import checkpointing, training
+from hwa_lora_jax.data.batching import batch_iterator
+from hwa_lora_jax.evaluation import make_program_and_read, predict
+from hwa_lora_jax.experiment import (
+    analog_config_from_dict,
+    analog_config_to_dict,
+    lora_config_from_dict,
+)
+from hwa_lora_jax.loading import load_pretrained, load_tokenizer, resolve_checkpoint
+from hwa_lora_jax.lora import count_lora_params, init_lora
+from hwa_lora_jax.placement import linear_layer_shapes
+from hwa_lora_jax.task_data import TaskData, load_task_data
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that determine a run's numbers."""
+    import importlib.metadata as metadata
+
+    versions = {}
+    for name in ("hwa_lora_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint",
+                 "transformers", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclasses.dataclass
+class Run:
+    """A built experiment: model, data, adapters and the compiled steps."""
+
+    config: Any
+    setup: training.Setup
+    data: TaskData
+    model_folder: str
+    model_config: Any
+    frozen: Any
+    initial_trainable: Any
+    analog_layers: Any
+    total_steps: int
+    steps_per_epoch: int
+    schedule: Any
+    tx: Any
+    keys: dict[str, jax.Array]
+
+
+def _config_dict(config: Any) -> dict:
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def build_run(config: Any) -> Run:
+    """Load the checkpoint and data and set up adapters, optimizer and keys."""
+    train_cfg = config.train
+    mode = training.check_mode(train_cfg.mode)
+    data_cfg = _config_dict(config.data)
+
+    folder = resolve_checkpoint(config.model.checkpoint)
+    is_squad = data_cfg["benchmark"] == "squad"
+    model_task = "question_answering" if is_squad else "sequence_classification"
+    num_labels = None
+    if not is_squad:
+        from hwa_lora_jax.data.glue import get_glue_task
+
+        num_labels = get_glue_task(data_cfg["task"]).num_labels
+    model, params, model_config = load_pretrained(folder, model_task, num_labels=num_labels,
+                                                  seed=train_cfg.seed)
+    tokenizer = load_tokenizer(folder, model_config)
+    data = load_task_data(data_cfg, tokenizer,
+                          max_position_embeddings=model_config.max_position_embeddings,
+                          seed=train_cfg.seed)
+
+    setup = training.Setup(model, mode, lora_config_from_dict(config.lora),
+                           analog_config_from_dict(config.hardware), train_cfg.head)
+    root = jax.random.key(train_cfg.seed)
+    init_key, train_key, eval_key = jax.random.split(root, 3)
+    del root
+    adapters = {}
+    if mode != "hwa":
+        adapters = init_lora(init_key, linear_layer_shapes(params), setup.lora)
+    frozen, trainable = training.init_trainable(setup, params, adapters)
+    analog_layers = jax.jit(setup.map_analog)(frozen) if mode == "hwa_lora" else None
+
+    num_train = len(data.train["input_ids"])
+    if num_train < train_cfg.batch_size:
+        raise ValueError(
+            f"The training set has {num_train} examples, fewer than train.batch_size="
+            f"{train_cfg.batch_size}; lower the batch size or use more data."
+        )
+    steps_per_epoch = num_train // train_cfg.batch_size
+    total_steps = (train_cfg.num_steps if train_cfg.num_steps > 0
+                   else train_cfg.num_epochs * steps_per_epoch)
+    schedule = training.make_schedule(train_cfg.learning_rate, total_steps,
+                                      warmup_steps=train_cfg.warmup_steps)
+    tx = training.make_optimizer(schedule, weight_decay=train_cfg.weight_decay,
+                                 grad_clip=train_cfg.grad_clip)
+    return Run(config, setup, data, folder, model_config, frozen, trainable, analog_layers,
+               total_steps, steps_per_epoch, schedule, tx,
+               {"train": train_key, "eval": eval_key})
+
+
+def adapter_metadata(run: Run, step: int) -> dict[str, Any]:
+    """What `evaluate.py` needs to rebuild the model around a saved adapter."""
+    setup = run.setup
+    return {
+        "model": {"checkpoint": run.config.model.checkpoint, "folder": run.model_folder,
+                  "config": dataclasses.asdict(run.model_config), "task": setup.model.task},
+        "mode": setup.mode,
+        "head": setup.head,
+        "lora": dataclasses.asdict(setup.lora),
+        "hardware": analog_config_to_dict(setup.analog),
+        "data": run.data.description,
+        "step": step,
+        "seed": run.config.train.seed,
+        "versions": package_versions(),
+    }
+
+
+def _batches_from(run: Run, start_step: int):
+    """Yield training batches from `start_step` on, in the order an uninterrupted run uses."""
+    cfg = run.config.train
+    epoch, offset = divmod(start_step, run.steps_per_epoch)
+    for epoch in itertools.count(epoch):
+        batches = batch_iterator(run.data.train, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+        yield from itertools.islice(batches, offset, None)
+        offset = 0
+
+
+def evaluate_run(run: Run, trainable: Any, *, analog: bool) -> dict[str, dict[str, float]]:
+    """Score every eval split digitally and, if `analog`, on programmed tiles at t = 0."""
+    setup = run.setup
+    eval_config = dataclasses.replace(setup.analog)
+    eval_step = training.make_eval_step(setup, eval_config)
+    batch_size = run.config.eval.batch_size
+    results: dict[str, dict[str, float]] = {}
+    key = jax.random.key(run.config.eval.seed)
+    for eval_set in run.data.evals:
+        outputs = predict(eval_step, run.frozen, trainable, None, eval_set.arrays, batch_size,
+                          key=key)
+        results[f"digital/{eval_set.name}"] = eval_set.score(outputs)
+    if analog:
+        params = trainable["params"] if setup.mode == "hwa" else run.frozen
+        program_key, noise_key = jax.random.split(key)
+        program_and_read = make_program_and_read(setup.map_analog, eval_config)
+        layers = program_and_read(params, program_key, 0.0)
+        for eval_set in run.data.evals:
+            outputs = predict(eval_step, run.frozen, trainable, layers, eval_set.arrays,
+                              batch_size, key=noise_key)
+            results[f"analog_t0/{eval_set.name}"] = eval_set.score(outputs)
+    return results
+
+
+def _append_jsonl(path: str, row: Mapping[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
+    """Train the adapters (or all weights in `hwa` mode) and evaluate them.
+
+    A rerun with the same config and workdir resumes from the last
+    checkpoint and reaches the same result as an uninterrupted run.
+
+    Returns:
+      The final metrics (also written to `final_metrics.json`).
+    """
+    os.makedirs(workdir, exist_ok=True)
+    checkpointing.write_json_atomic(os.path.join(workdir, "config.json"), _config_dict(config))
+    run = build_run(config)
+    cfg = config.train
+    logger.info("Mode %s, %d training examples, %d steps (%d per epoch), devices %s",
+                run.setup.mode, len(run.data.train["input_ids"]), run.total_steps,
+                run.steps_per_epoch, jax.devices())
+    if run.setup.mode != "hwa":
+        logger.info("LoRA parameters: %d", count_lora_params(run.initial_trainable["lora"]))
+
+    state = training.TrainState(jnp.zeros((), jnp.int32), run.initial_trainable,
+                                run.tx.init(run.initial_trainable))
+    checkpoints = checkpointing.TrainCheckpoints(workdir)
+    restored = checkpoints.restore_latest(state)
+    if restored is not None:
+        state = restored
+        logger.info("Resumed from %s at step %d", checkpoints.directory, int(state.step))
+    start_step = int(state.step)
+
+    train_step = training.make_train_step(run.setup, run.tx)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    progress = tqdm.tqdm(total=run.total_steps, initial=start_step, unit="step",
+                         disable=None, dynamic_ncols=True)
+    batches = _batches_from(run, start_step)
+    last_time, last_step = time.time(), start_step
+    for step in range(start_step, run.total_steps):
+        batch = next(batches)
+        new_state, metrics = train_step(state, run.frozen, run.analog_layers, batch,
+                                        run.keys["train"])
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"The training loss is {loss} at step {step}. The last good checkpoint is in "
+                f"{checkpoints.directory} (step {checkpoints.latest_step()}); lower "
+                "train.learning_rate or check the data."
+            )
+        state = new_state
+        progress.update(1)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == run.total_steps:
+            now = time.time()
+            row = {"step": done, "loss": loss, "learning_rate": float(run.schedule(step)),
+                   "grad_norm": float(metrics["grad_norm"]),
+                   "steps_per_second": (done - last_step) / max(now - last_time, 1e-9)}
+            last_time, last_step = now, done
+            _append_jsonl(metrics_path, row)
+            progress.set_postfix(loss=f"{loss:.4f}", lr=f"{row['learning_rate']:.2e}")
+        if done % cfg.checkpoint_every == 0 or done == run.total_steps:
+            checkpoints.save(done, state)
+    progress.close()
+    checkpoints.close()
+
+    checkpointing.save_adapter(os.path.join(workdir, "adapter"), state.trainable,
+                               adapter_metadata(run, int(state.step)))
+    results = evaluate_run(run, state.trainable, analog=bool(config.eval.analog))
+    final = {"step": int(state.step), "scores": results, "data": run.data.description}
+    checkpointing.write_json_atomic(os.path.join(workdir, "final_metrics.json"), final)
+    _append_jsonl(metrics_path, {"step": int(state.step), "final": results})
+    for name, scores in results.items():
+        logger.info("%s: %s", name, ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    return final
