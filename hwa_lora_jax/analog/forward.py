@@ -167,86 +167,102 @@ def _converter_pass(
     return jnp.clip(adc, -io.out_bound, io.out_bound), flags
 
 
-def _bound_managed_pass(
+def _combine_digitally(
+    adc: jax.Array,
+    factor: jax.Array,
+    digital_scale: jax.Array,
+    out_splits: tuple[int, ...],
+) -> jax.Array:
+    """Rescale the ADC outputs digitally, sum the input tiles and join the output tiles.
+
+    Args:
+        adc: float32 (n_in, batch, n_out, tile_out) ADC outputs in normalized units.
+        factor: float32 (n_in, batch, n_out), a * beta per vector (0 for a zero input).
+        digital_scale: float32 (n_in, 1, n_out, tile_out), mapping scale (times alpha).
+        out_splits: output part sizes.
+
+    Returns:
+        float32 (batch, out_features).
+    """
+    tile_scale = factor[..., None] * digital_scale
+    # An unrolled sum over the few input tiles: XLA's CPU reduction over a leading axis is
+    # several times slower than elementwise adds.
+    total = adc[0] * tile_scale[0]
+    for index in range(1, adc.shape[0]):
+        total = total + adc[index] * tile_scale[index]
+    return merge_axis(total, out_splits, axis=1)
+
+
+def _find_bound_factors(
     scaled_x: jax.Array,
     weights: jax.Array,
     out_noise: jax.Array | None,
+    flags: jax.Array,
     io: IOConfig,
     row_mask: np.ndarray,
-) -> tuple[jax.Array, jax.Array]:
-    """Run `_converter_pass` with iterative bound management.
+) -> jax.Array:
+    """Double beta for flagged vectors until none clips or beta exceeds `io.max_bm_beta`.
 
-    The first pass uses beta = 1. Only if some vector clipped, a `lax.while_loop` (without
-    gradient) doubles beta for the flagged vectors until none clips or beta exceeds
-    `io.max_bm_beta`, and one more differentiable pass computes the result at those betas.
+    Runs without gradient (a `lax.while_loop`); the caller recomputes the pass at the
+    returned factors.
 
     Returns:
-        The ADC outputs (n_in, batch, n_out, tile_out) and beta (n_in, batch, n_out).
+        float32 (n_in, batch, n_out) bound-management factors beta.
     """
-    adc, flags = _converter_pass(scaled_x, weights, out_noise, None, io, row_mask)
     shape = flags.shape
-    ones = jnp.ones(shape, jnp.float32)
-    if io.bound_management is BoundManagement.NONE:
-        return adc, ones
     max_beta = io.max_bm_beta
+    frozen_x = lax.stop_gradient(scaled_x)
+    frozen_w = lax.stop_gradient(weights)
+    frozen_noise = None if out_noise is None else lax.stop_gradient(out_noise)
 
     def to_granularity(flags: jax.Array) -> jax.Array:
         if io.bm_per_sample:
             return flags
         return jnp.broadcast_to(jnp.any(flags, axis=1, keepdims=True), shape)
 
-    # NOTE: every round reuses this forward's output-noise draw, where AIHWKIT draws fresh
-    # noise per round. The noise is small against out_bound, so this rarely matters.
-    def refine(_: None) -> tuple[jax.Array, jax.Array]:
-        frozen_x = lax.stop_gradient(scaled_x)
-        frozen_w = lax.stop_gradient(weights)
-        frozen_noise = None if out_noise is None else lax.stop_gradient(out_noise)
+    def keep_going(state: tuple[jax.Array, jax.Array]) -> jax.Array:
+        return jnp.any(state[1])
 
-        def keep_going(state: tuple[jax.Array, jax.Array]) -> jax.Array:
-            return jnp.any(state[1])
+    def next_round(state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        beta, redo = state
+        beta = jnp.where(redo, 2.0 * beta, beta)
+        _, clipped = _converter_pass(frozen_x, frozen_w, frozen_noise, beta, io, row_mask)
+        return beta, to_granularity(clipped) & (beta <= max_beta)
 
-        def next_round(state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-            beta, redo = state
-            beta = jnp.where(redo, 2.0 * beta, beta)
-            _, clipped = _converter_pass(frozen_x, frozen_w, frozen_noise, beta, io, row_mask)
-            return beta, to_granularity(clipped) & (beta <= max_beta)
-
-        first = to_granularity(lax.stop_gradient(flags)) & (1.0 <= max_beta)
-        beta, _ = lax.while_loop(keep_going, next_round, (ones, first))
-        final, _ = _converter_pass(scaled_x, weights, out_noise, beta, io, row_mask)
-        return final, beta
-
-    def accept(_: None) -> tuple[jax.Array, jax.Array]:
-        return adc, ones
-
-    return lax.cond(jnp.any(flags), refine, accept, None)
+    first = to_granularity(lax.stop_gradient(flags)) & (1.0 <= max_beta)
+    beta, _ = lax.while_loop(keep_going, next_round, (jnp.ones(shape, jnp.float32), first))
+    return beta
 
 
-def tile_forward(
+def _analog_forward(
     x_tiles: jax.Array,
     weights: jax.Array,
+    digital_scale: jax.Array,
+    out_splits: tuple[int, ...],
     config: AnalogConfig,
-    row_mask: np.ndarray,
     *,
     key: jax.Array | None,
 ) -> jax.Array:
-    """Compute the analog tile outputs y = q * a * beta for every tile and sample.
+    """Run all tiles on a batch with noise and bound management, then combine digitally.
 
     Args:
         x_tiles: float32 (n_in_tiles, batch, tile_in) inputs, zero-padded.
         weights: float32 (n_out_tiles, n_in_tiles, tile_out, tile_in) tile weights.
+        digital_scale: float32 (n_in_tiles, 1, n_out_tiles, tile_out) digital scales.
+        out_splits: output part sizes.
         config: hardware configuration; `config.io` is used.
-        row_mask: bool (n_out_tiles, tile_out), the valid rows.
         key: PRNG key of the output noise; may be None when `out_noise` is 0.
 
     Returns:
-        float32 (n_in_tiles, batch, n_out_tiles, tile_out), in input units times normalized
-        weight units, before the digital mapping scale.
+        float32 (batch, out_features), without bias.
     """
     io = config.io
+    row_mask = split_mask(out_splits)
     scale = input_scale(x_tiles, io)
     safe_scale = jnp.where(scale > 0, scale, 1.0)
     scaled_x = x_tiles / safe_scale[..., None]
+    # An all-zero input vector gives exactly 0, as in AIHWKIT's C++ tile.
+    input_factor = jnp.where(scale > 0, scale, 0.0)[..., None]
     mvm_weights = jnp.transpose(weights, (1, 3, 0, 2))
 
     out_noise = None
@@ -255,10 +271,19 @@ def tile_forward(
         noise_shape = x_tiles.shape[:2] + (n_out, tile_out)
         out_noise = io.out_noise * standard_normal(key, noise_shape, fast=config.fast_rng)
 
-    adc, beta = _bound_managed_pass(scaled_x, mvm_weights, out_noise, io, row_mask)
-    # An all-zero input vector gives exactly 0, as in AIHWKIT's C++ tile.
-    factor = jnp.where(scale > 0, scale, 0.0)[..., None] * beta
-    return adc * factor[..., None]
+    adc, flags = _converter_pass(scaled_x, mvm_weights, out_noise, None, io, row_mask)
+    output = _combine_digitally(adc, input_factor, digital_scale, out_splits)
+    if io.bound_management is BoundManagement.NONE:
+        return output
+
+    # NOTE: every round reuses this forward's output-noise draw, where AIHWKIT draws fresh
+    # noise per round. The noise is small against out_bound, so this rarely matters.
+    def rerun_clipped(_: None) -> jax.Array:
+        beta = _find_bound_factors(scaled_x, mvm_weights, out_noise, flags, io, row_mask)
+        final, _ = _converter_pass(scaled_x, mvm_weights, out_noise, beta, io, row_mask)
+        return _combine_digitally(final, input_factor * beta, digital_scale, out_splits)
+
+    return lax.cond(jnp.any(flags), rerun_clipped, lambda _: output, None)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "training"))
@@ -306,17 +331,10 @@ def analog_matmul(
     batch_shape = x.shape[:-1]
     flat_x = jnp.asarray(x, jnp.float32).reshape(-1, layer.in_features)
     x_tiles = jnp.swapaxes(split_axis(flat_x, layer.in_splits, axis=1), 0, 1)
-    row_mask = split_mask(layer.out_splits)
-    tile_out = tile_forward(x_tiles, layer.weights, config, row_mask, key=out_key)
-
     digital_scale = layer.scales if training else layer.scales * layer.alpha[..., None]
     digital_scale = jnp.swapaxes(digital_scale, 0, 1)[:, None]  # (n_in, 1, n_out, tile_out)
-    # An unrolled sum over the few input tiles: XLA's CPU reduction over a leading axis is
-    # several times slower than elementwise adds.
-    y = tile_out[0] * digital_scale[0]
-    for index in range(1, tile_out.shape[0]):
-        y = y + tile_out[index] * digital_scale[index]
-    y = merge_axis(y, layer.out_splits, axis=1)  # (batch, out_features)
+    y = _analog_forward(x_tiles, layer.weights, digital_scale, layer.out_splits, config,
+                        key=out_key)
     if bias is not None:
         y = y + bias
     return y.reshape(batch_shape + (layer.out_features,))

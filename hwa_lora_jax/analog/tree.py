@@ -3,21 +3,54 @@
 Layers are found by their Flax `Dense` params `{'kernel': (in, out), 'bias': (out,)}` and
 named by their slash-joined path, e.g. "mobilebert/encoder/layer_3/attention/self/query".
 Each layer's PRNG key is `fold_in(key, crc32(path))`, so a layer's randomness does not
-depend on which other layers are present.
+depend on which other layers are present. Layers with the same tile layout are stacked and
+processed by one vmapped call, so a model with hundreds of layers compiles a handful of
+programs instead of one per layer.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 
 from hwa_lora_jax.analog.config import AnalogConfig
 from hwa_lora_jax.analog.forward import add_weight_noise
 from hwa_lora_jax.analog.pcm import ProgrammedLayer, drift, program
 from hwa_lora_jax.analog.tiles import TiledLayer, map_weights
+
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+def _layout(layer: TiledLayer) -> Hashable:
+    return layer.weights.shape, layer.out_splits, layer.in_splits
+
+
+def _map_layers(
+    function: Callable[[_Item, jax.Array], _Result],
+    items: Mapping[str, _Item],
+    layout: Callable[[_Item], Hashable],
+    key: jax.Array,
+) -> dict[str, _Result]:
+    """Apply `function(item, layer_key)` to every item, vmapped over items of one layout."""
+    groups: dict[Hashable, list[str]] = defaultdict(list)
+    for path, item in items.items():
+        groups[layout(item)].append(path)
+
+    results = {}
+    for paths in groups.values():
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(items[p] for p in paths))
+        keys = jnp.stack([layer_key(key, path) for path in paths])
+        outputs = jax.vmap(function)(stacked, keys)
+        for index, path in enumerate(paths):
+            results[path] = jax.tree.map(lambda leaf, i=index: leaf[i], outputs)
+    return {path: results[path] for path in items}
 
 
 def layer_key(key: jax.Array, path: str) -> jax.Array:
@@ -84,16 +117,15 @@ def add_weight_noise_tree(
     layers: Mapping[str, TiledLayer], config: AnalogConfig, *, key: jax.Array
 ) -> dict[str, TiledLayer]:
     """Apply `add_weight_noise` to every layer with its own key derived from `key`."""
-    return {path: add_weight_noise(layer, config, key=layer_key(key, path))
-            for path, layer in layers.items()}
+    return _map_layers(lambda layer, k: add_weight_noise(layer, config, key=k), layers,
+                       _layout, key)
 
 
 def program_tree(
     layers: Mapping[str, TiledLayer], config: AnalogConfig, *, key: jax.Array
 ) -> dict[str, ProgrammedLayer]:
     """Program every layer (`program`) with its own key derived from `key` (one trial)."""
-    return {path: program(layer, config, key=layer_key(key, path))
-            for path, layer in layers.items()}
+    return _map_layers(lambda layer, k: program(layer, config, key=k), layers, _layout, key)
 
 
 def drift_tree(
@@ -114,5 +146,5 @@ def drift_tree(
     Returns:
         Dict from layer path to drifted layer, ready for `analog_matmul`.
     """
-    return {path: drift(state, t_seconds, config, key=layer_key(key, path))
-            for path, state in programmed.items()}
+    return _map_layers(lambda state, k: drift(state, t_seconds, config, key=k), programmed,
+                       lambda state: _layout(state.layer), key)
