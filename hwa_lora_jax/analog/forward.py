@@ -151,8 +151,12 @@ def _converter_pass(
         mvm = jnp.einsum("jbk,jkl->jbl", dac, flat_weights)
         mvm = mvm.reshape(mvm.shape[:2] + (n_out, tile_out))
     else:
-        dac = quantize_clip(scaled_x[:, :, None, :] / beta[..., None], inp_step, io.inp_bound)
-        mvm = jnp.einsum("jbik,jkil->jbil", dac, weights)
+        # Each output tile has its own beta, so each gets its own DAC input.
+        columns = []
+        for index in range(n_out):
+            dac = quantize_clip(scaled_x / beta[..., index, None], inp_step, io.inp_bound)
+            columns.append(jnp.einsum("jbk,jkl->jbl", dac, weights[:, :, index]))
+        mvm = jnp.stack(columns, axis=2)
     if out_noise is not None:
         mvm = mvm + out_noise
     adc = quantize(mvm, out_step)
@@ -278,10 +282,36 @@ def _analog_forward(
 
     # NOTE: every round reuses this forward's output-noise draw, where AIHWKIT draws fresh
     # noise per round. The noise is small against out_bound, so this rarely matters.
+    def rerun(rows: jax.Array | slice, row_flags: jax.Array) -> jax.Array:
+        row_x = scaled_x[:, rows]
+        row_noise = None if out_noise is None else out_noise[:, rows]
+        beta = _find_bound_factors(row_x, mvm_weights, row_noise, row_flags, io, row_mask)
+        final, _ = _converter_pass(row_x, mvm_weights, row_noise, beta, io, row_mask)
+        row_factor = input_factor[:, rows] * beta
+        return _combine_digitally(final, row_factor, digital_scale, out_splits)
+
+    def rerun_all(_: None) -> jax.Array:
+        return rerun(slice(None), flags)
+
+    if not io.bm_per_sample:
+        return lax.cond(jnp.any(flags), rerun_all, lambda _: output, None)
+
+    # Per-sample bound management usually flags few samples: gather up to `capacity` of
+    # them, rerun only those and scatter their outputs back. More flagged samples rerun all.
+    batch = scaled_x.shape[1]
+    capacity = min(batch, max(8, batch // 16))
+    flagged_samples = jnp.any(flags, axis=(0, 2))
+
+    def rerun_some(_: None) -> jax.Array:
+        (rows,) = jnp.nonzero(flagged_samples, size=capacity, fill_value=batch)
+        gathered = jnp.minimum(rows, batch - 1)
+        row_flags = flags[:, gathered] & (rows < batch)[None, :, None]
+        # Fill rows (index == batch) are dropped by the scatter.
+        return output.at[rows].set(rerun(gathered, row_flags), mode="drop")
+
     def rerun_clipped(_: None) -> jax.Array:
-        beta = _find_bound_factors(scaled_x, mvm_weights, out_noise, flags, io, row_mask)
-        final, _ = _converter_pass(scaled_x, mvm_weights, out_noise, beta, io, row_mask)
-        return _combine_digitally(final, input_factor * beta, digital_scale, out_splits)
+        few = jnp.sum(flagged_samples) <= capacity
+        return lax.cond(few, rerun_some, rerun_all, None)
 
     return lax.cond(jnp.any(flags), rerun_clipped, lambda _: output, None)
 

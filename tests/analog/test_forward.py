@@ -304,3 +304,18 @@ def test_tiled_layer_is_pytree_with_static_splits():
     rebuilt = jax.tree.unflatten(treedef, leaves)
     assert isinstance(rebuilt, TiledLayer)
     assert rebuilt.in_splits == (342, 342, 341)
+
+
+@pytest.mark.parametrize("clipping_samples", [3, 30])
+def test_bound_management_few_and_many_samples(clipping_samples):
+    # Batch 40 reruns at most 8 gathered samples; 30 clipping samples rerun the batch.
+    config = _config()
+    layer = _ones_layer(64, 3)
+    x = np.zeros((40, 64), np.float32)
+    x[:, 0] = 1.0
+    x[:clipping_samples] = 1.0
+    y = np.asarray(_matmul(jnp.asarray(x), layer, None, config))
+    expected = _reference_tile(x.astype(np.float64), np.ones((3, 64)), config.io)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    np.testing.assert_allclose(y[0], 85 * 12 / 127 * 8, rtol=1e-6)
+    np.testing.assert_allclose(y[-1], 11 * 12 / 127, rtol=1e-6)
