@@ -319,3 +319,14 @@ def test_bound_management_few_and_many_samples(clipping_samples):
     np.testing.assert_allclose(y, expected, rtol=1e-6)
     np.testing.assert_allclose(y[0], 85 * 12 / 127 * 8, rtol=1e-6)
     np.testing.assert_allclose(y[-1], 11 * 12 / 127, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fast_rng", [True, False])
+def test_bound_management_with_output_noise(fast_rng):
+    config = dataclasses.replace(_config(out_noise=0.04), fast_rng=fast_rng)
+    layer = _ones_layer(64)
+    x = jnp.stack([jnp.ones(64), jnp.zeros(64).at[0].set(1.0)]).astype(jnp.float32)
+    y = np.asarray(_matmul(x, layer, None, config, jax.random.key(0)))
+    # Noise of 0.04 moves an output by at most a few 12/127 steps, still after beta = 8.
+    np.testing.assert_allclose(y[0], 85 * 12 / 127 * 8, atol=2 * 12 / 127 * 8)
+    np.testing.assert_allclose(y[1], 11 * 12 / 127, atol=2 * 12 / 127)
