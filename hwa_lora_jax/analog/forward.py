@@ -29,7 +29,6 @@ from hwa_lora_jax.analog.config import AnalogConfig, BoundManagement, IOConfig, 
 from hwa_lora_jax.analog.quantize import quantization_step, quantize, quantize_clip
 from hwa_lora_jax.analog.tiles import (
     TiledLayer,
-    merge_axis,
     split_axis,
     split_mask,
     tile_max_abs,

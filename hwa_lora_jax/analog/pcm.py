@@ -1,7 +1,7 @@
 """PCM programming, conductance drift, 1/f read noise and global drift compensation.
 
 The formulas follow AIHWKIT 1.2.0's `PCMLikeNoiseModel` with the
-`SinglePairConductanceConverter` (one device pair per weight: one device holds |w|, the
+`SinglePairConductanceConverter` (one device pair per weight: one device carries |w|, the
 other targets 0) and `GlobalDriftCompensation`. Conductances are in uS, times in seconds.
 """
 

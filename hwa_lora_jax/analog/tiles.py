@@ -110,7 +110,7 @@ class TiledLayer:
     """One linear layer mapped onto analog tiles, in padded dense form.
 
     Logical weight: W[r, c] = weights[i, j, l, k] * scales[i, j, l], where r is slot l of
-    output part i and c is slot k of input part j. Padding slots hold zero weights and unit
+    output part i and c is slot k of input part j. Padding slots contain zero weights and unit
     scales.
     """
 

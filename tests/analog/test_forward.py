@@ -197,7 +197,7 @@ def test_noise_levels_are_plausible():
     evaluated = np.asarray(_matmul(x, layer, bias, config, jax.random.key(3), False))
     relative_train = np.std(trained - ideal) / np.std(ideal)
     relative_eval = np.std(evaluated - ideal) / np.std(ideal)
-    # Weight noise of 6.7 % of max |w| dominates in training; evaluation only sees IO noise.
+    # Weight noise of 6.7 % of max |w| dominates in training. Evaluation has only IO noise.
     assert 0.05 < relative_train < 0.5
     assert relative_eval < relative_train / 2
 
