@@ -46,16 +46,22 @@ def _map_layers(
     results = {}
     for paths in groups.values():
         stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(items[p] for p in paths))
-        keys = jnp.stack([layer_key(key, path) for path in paths])
+        # One vectorized fold_in per group, equal to `layer_key` for each path.
+        hashes = jnp.asarray([_path_hash(path) for path in paths], jnp.uint32)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, hashes)
         outputs = jax.vmap(function)(stacked, keys)
         for index, path in enumerate(paths):
             results[path] = jax.tree.map(lambda leaf, i=index: leaf[i], outputs)
     return {path: results[path] for path in items}
 
 
+def _path_hash(path: str) -> int:
+    return zlib.crc32(path.encode()) & 0x7FFFFFFF
+
+
 def layer_key(key: jax.Array, path: str) -> jax.Array:
     """Derive the PRNG key of the layer at `path` from `key` (stable across runs)."""
-    return jax.random.fold_in(key, zlib.crc32(path.encode()) & 0x7FFFFFFF)
+    return jax.random.fold_in(key, _path_hash(path))
 
 
 def linear_layer_paths(params: Mapping[str, Any]) -> list[str]:
