@@ -1,0 +1,90 @@
+"""Drift sweep: compile-once, reproducibility, and an ideal chip that matches digital."""
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from hwa_lora_jax import sweep, training
+from hwa_lora_jax.analog.config import AnalogConfig
+from hwa_lora_jax.data.glue import encode_glue
+from hwa_lora_jax.evaluation import predict
+from hwa_lora_jax.loading import load_pretrained, load_tokenizer
+from hwa_lora_jax.lora import LoraConfig, init_lora
+from hwa_lora_jax.metrics import glue_metrics
+from hwa_lora_jax.placement import linear_layer_shapes
+from hwa_lora_jax.task_data import EvalSet
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny-bert-qa")
+
+
+def ideal_config() -> AnalogConfig:
+    """No converters, no noise, no drift: the analog forward equals the float product."""
+    config = AnalogConfig().with_converter_bits(None).without_noise()
+    pcm = dataclasses.replace(config.pcm, prog_noise_scale=0.0, read_noise_scale=0.0,
+                              drift_scale=0.0)
+    return dataclasses.replace(config, pcm=pcm)
+
+
+def make_task(config: AnalogConfig, num_examples: int = 20):
+    model, params, _ = load_pretrained(FIXTURE, "sequence_classification", num_labels=2)
+    tokenizer = load_tokenizer(FIXTURE)
+    rng = np.random.default_rng(0)
+    words = ["the", "chip", "drift", "tile", "analog", "noise", "model"]
+    examples = [{"text_a": " ".join(rng.choice(words, 5)), "text_b": None, "label": i % 2,
+                 "idx": i} for i in range(num_examples)]
+    encoded = encode_glue(examples, tokenizer, max_length=12)
+    labels = encoded.pop("labels")
+    eval_set = EvalSet("validation", encoded,
+                       lambda outputs: glue_metrics("sst2", outputs["logits"], labels))
+
+    setup = training.Setup(model, "hwa_lora", LoraConfig(), config)
+    adapters = init_lora(jax.random.key(0), linear_layer_shapes(params), setup.lora)
+    # A non-zero B makes the adapters matter.
+    adapters = jax.tree.map(lambda x: x + 0.05, adapters)
+    frozen, trainable = training.init_trainable(setup, params, adapters)
+    eval_step = training.make_eval_step(setup, config)
+    task = sweep.SweepTask("sst2", eval_step, frozen, trainable, eval_set)
+    return setup, task
+
+
+def test_ideal_chip_matches_digital_score():
+    config = ideal_config()
+    setup, task = make_task(config)
+    digital = predict(task.eval_step, task.frozen, task.trainable, None, task.eval_set.arrays,
+                      8, key=jax.random.key(0))
+    report = sweep.run_sweep([task], task.frozen, setup.map_analog, config,
+                             drift_times=(0.0, 3600.0), num_trials=2, trials_per_batch=2,
+                             batch_size=8)
+    expected = task.eval_set.score(digital)["accuracy"]
+    for trial in report["tasks"]["sst2"]["per_trial"]:
+        for scores in trial:
+            assert scores["accuracy"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_sweep_compiles_once_and_reproduces():
+    config = AnalogConfig()
+    setup, task = make_task(config)
+    sweep_fn = sweep.make_sweep_fn([task], setup.map_analog, config)
+    kwargs = dict(num_trials=3, trials_per_batch=2, batch_size=8, sweep_fn=sweep_fn)
+    first = sweep.run_sweep([task], task.frozen, setup.map_analog, config,
+                            drift_times=(0.0, 86400.0), seed=1, **kwargs)
+    again = sweep.run_sweep([task], task.frozen, setup.map_analog, config,
+                            drift_times=(0.0, 86400.0), seed=1, **kwargs)
+    other_times = sweep.run_sweep([task], task.frozen, setup.map_analog, config,
+                                  drift_times=(3600.0, 315360000.0), seed=2, **kwargs)
+    # 3 trials run as two chunks of 2 (one padding trial): one compilation.
+    assert sweep_fn._cache_size() == 1
+    assert first == again
+    assert len(other_times["tasks"]["sst2"]["per_trial"]) == 3
+
+
+def test_invalid_sweep_arguments():
+    config = AnalogConfig()
+    setup, task = make_task(config, num_examples=4)
+    with pytest.raises(ValueError, match="num_trials=0"):
+        sweep.run_sweep([task], task.frozen, setup.map_analog, config, num_trials=0)
+    with pytest.raises(ValueError, match="drift_times"):
+        sweep.run_sweep([task], task.frozen, setup.map_analog, config, drift_times=(-1.0,))
