@@ -75,18 +75,20 @@ def _glue_score(task: str, labels: np.ndarray) -> Callable:
 
 
 def load_glue_task(data_config: Mapping[str, Any], tokenizer: Any, *,
-                   max_position_embeddings: int, seed: int) -> TaskData:
+                   max_position_embeddings: int, seed: int, include_train: bool = True) -> TaskData:
     """GLUE: tsv or hub data, tokenized pairs, accuracy/F1/MCC/correlation scoring."""
     task = glue.get_glue_task(data_config["task"])
     data_dir = _data_dir(data_config, "GLUE_DIR")
     max_length = int(data_config["max_length"])
     eval_max_length = int(data_config.get("eval_max_length") or max_length)
 
-    train_examples = glue.load_glue(task.name, data_config["train_split"], data_dir)
-    train_examples, train_subset = select_subset(train_examples, data_config["train_subset"],
-                                                 seed=seed)
-    train = glue.encode_glue(train_examples, tokenizer, max_length,
-                             max_position_embeddings=max_position_embeddings)
+    train_examples, train_subset, train = [], None, {}
+    if include_train:
+        train_examples = glue.load_glue(task.name, data_config["train_split"], data_dir)
+        train_examples, train_subset = select_subset(train_examples,
+                                                     data_config["train_subset"], seed=seed)
+        train = glue.encode_glue(train_examples, tokenizer, max_length,
+                                 max_position_embeddings=max_position_embeddings)
 
     eval_split = data_config["eval_split"]
     if task.name == "mnli" and eval_split == "validation":
@@ -111,7 +113,8 @@ def load_glue_task(data_config: Mapping[str, Any], tokenizer: Any, *,
 
 
 def load_squad_task(data_config: Mapping[str, Any], tokenizer: Any, *,
-                    max_position_embeddings: int, seed: int) -> TaskData:
+                    max_position_embeddings: int, seed: int,
+                    include_train: bool = True) -> TaskData:
     """SQuAD v1.1: windows over long contexts, n-best span decoding, EM/F1 scoring."""
     data_dir = _data_dir(data_config, "SQUAD_DIR")
     max_length = int(data_config["max_length"])
@@ -137,8 +140,10 @@ def load_squad_task(data_config: Mapping[str, Any], tokenizer: Any, *,
     eval_examples, description["eval_subset"] = select_subset(
         eval_examples, data_config["eval_subset"], seed=seed)
 
-    train = squad.prepare_train_features(train_examples, tokenizer, max_length, doc_stride,
-                                         max_position_embeddings=max_position_embeddings)
+    train = {}
+    if include_train:
+        train = squad.prepare_train_features(train_examples, tokenizer, max_length, doc_stride,
+                                             max_position_embeddings=max_position_embeddings)
     features = squad.prepare_eval_features(eval_examples, tokenizer, max_length, doc_stride,
                                            max_position_embeddings=max_position_embeddings)
 
@@ -149,23 +154,29 @@ def load_squad_task(data_config: Mapping[str, Any], tokenizer: Any, *,
         result["main"] = result["f1"]
         return result
 
-    description.update(train_examples=len(train_examples), train_features=len(train["input_ids"]),
+    description.update(train_examples=len(train_examples),
+                       train_features=len(train.get("input_ids", ())),
                        eval_examples=len(eval_examples), eval_features=len(features["input_ids"]))
     train_arrays = {name: train[name] for name in
-                    MODEL_INPUTS + ("start_positions", "end_positions")}
+                    MODEL_INPUTS + ("start_positions", "end_positions") if name in train}
     arrays = {name: features[name] for name in MODEL_INPUTS}
     return TaskData("question_answering", 2, train_arrays, [EvalSet(eval_split, arrays, score)],
                     description)
 
 
 def load_task_data(data_config: Mapping[str, Any], tokenizer: Any, *,
-                   max_position_embeddings: int, seed: int) -> TaskData:
-    """Load the benchmark named by `data_config['benchmark']`."""
+                   max_position_embeddings: int, seed: int, include_train: bool = True
+                   ) -> TaskData:
+    """Load the benchmark named by `data_config['benchmark']`.
+
+    With `include_train=False` only the evaluation splits are tokenized (the
+    train split is still read where a holdout needs it).
+    """
     benchmark = data_config["benchmark"]
+    kwargs = dict(max_position_embeddings=max_position_embeddings, seed=seed,
+                  include_train=include_train)
     if benchmark == "glue":
-        return load_glue_task(data_config, tokenizer,
-                              max_position_embeddings=max_position_embeddings, seed=seed)
+        return load_glue_task(data_config, tokenizer, **kwargs)
     if benchmark == "squad":
-        return load_squad_task(data_config, tokenizer,
-                               max_position_embeddings=max_position_embeddings, seed=seed)
+        return load_squad_task(data_config, tokenizer, **kwargs)
     raise ValueError(f"data.benchmark={benchmark!r} is invalid; expected one of {BENCHMARKS}.")

@@ -143,6 +143,7 @@ def adapter_metadata(run: Run, step: int) -> dict[str, Any]:
         "lora": dataclasses.asdict(setup.lora),
         "hardware": analog_config_to_dict(setup.analog),
         "data": run.data.description,
+        "data_config": _config_dict(run.config.data),
         "step": step,
         "seed": run.config.train.seed,
         "versions": package_versions(),
