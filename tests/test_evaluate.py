@@ -1,0 +1,83 @@
+"""evaluate.py's library: deployments of trained adapters, reports, files, errors."""
+
+import json
+import os
+
+import pytest
+
+from hwa_lora_jax import eval_lib, train_lib
+from tests.test_training import tiny_config, write_sst2
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two tiny SST-2 adapters on the same base model: hwa_lora and digital lora."""
+    root = tmp_path_factory.mktemp("runs")
+    glue_dir = str(root / "glue")
+    write_sst2(os.path.join(glue_dir, "SST-2"))
+    runs = {}
+    for mode in ("hwa_lora", "lora"):
+        config = tiny_config(glue_dir, num_steps=2, mode=mode)
+        config.eval.analog = False
+        train_lib.train_and_evaluate(config, str(root / mode))
+        runs[mode] = str(root / mode / "adapter")
+    return runs
+
+
+def test_report_files_and_schema(trained, tmp_path):
+    deployment = eval_lib.load_deployment({"sst2": trained["hwa_lora"]})
+    report = eval_lib.evaluate_deployment(deployment, drift_times=[0.0, 3600.0], num_trials=2,
+                                          trials_per_batch=2, seed=0, batch_size=16,
+                                          show_progress=False)
+    eval_lib.write_outputs(report, str(tmp_path))
+    with open(tmp_path / "sweep.json") as f:
+        saved = json.load(f)
+    entry = saved["tasks"]["sst2"]
+    assert saved["drift_times"] == [0.0, 3600.0]
+    assert len(entry["per_trial"]) == 2
+    assert len(entry["per_trial"][0]) == 2
+    assert len(entry["mean"]) == 2
+    assert "accuracy" in entry["digital"]
+    assert saved["resources"]["tiles"] == 13  # 2 layers x 6 + the pooler; digital head
+    with open(tmp_path / "sweep.csv") as f:
+        rows = f.read().splitlines()
+    # header + digital (accuracy, main) + 2 trials x 2 times x 2 metrics
+    assert len(rows) == 1 + 2 + 8
+    assert os.path.getsize(tmp_path / "sweep.png") > 10_000
+    table = eval_lib.format_table(report)
+    assert "1 h" in table
+    assert "+-" in table
+
+
+def test_multi_task_on_changed_hardware(trained):
+    deployment = eval_lib.load_deployment(
+        {"hwa": trained["hwa_lora"], "digital": trained["lora"]},
+        hardware_overrides="io.inp_bits=6,io.out_bits=6")
+    assert deployment.hardware.io.inp_bits == 6
+    assert deployment.trained_hardware["hwa"]["io"]["inp_bits"] == 8
+    assert [task.name for task in deployment.tasks] == ["hwa", "digital"]
+    assert deployment.resources["adapter_params_total"] == 2 * deployment.resources["adapters"]["hwa"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("io.inp_bits=6,io.out_bits=6", {"io": {"inp_bits": 6, "out_bits": 6}}),
+    ("pcm.drift_compensation=none", {"pcm": {"drift_compensation": "none"}}),
+    ("", {}),
+])
+def test_parse_hardware_overrides(text, expected):
+    assert eval_lib.parse_hardware_overrides(text) == expected
+
+
+def test_bad_hardware_override():
+    with pytest.raises(ValueError, match="SECTION.FIELD=VALUE"):
+        eval_lib.parse_hardware_overrides("out_bits=6")
+
+
+def test_missing_adapter_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        eval_lib.load_deployment({"sst2": str(tmp_path)})
+
+
+def test_compare_needs_sweep_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sweep.json"):
+        eval_lib.compare([str(tmp_path)], str(tmp_path / "out.png"))
