@@ -90,5 +90,5 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def env_data_dir(variable: str):
-    """The folder named by an environment variable, or None (use the hub)."""
+    """Return the folder named by an environment variable, or None for the hub."""
     return os.environ.get(variable) or None

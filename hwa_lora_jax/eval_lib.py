@@ -144,8 +144,8 @@ def load_deployment(adapter_dirs: Mapping[str, str], *, hardware_overrides: str 
             mapped = jax.eval_shape(map_fn, analog_params)
             resources["analog_layers"] = len(mapped)
             resources["analog_params"] = int(sum(
-                np.prod(shape) for shape in linear_layer_shapes(analog_params).values()
-                if True))
+                np.prod(shape) for name, shape in linear_layer_shapes(analog_params).items()
+                if name in mapped))
             resources["tiles"] = int(sum(layer.num_tiles for layer in mapped.values()))
         resources["adapters"][name] = (count_lora_params(trainable["lora"])
                                        + count_lora_params(trainable["head"])

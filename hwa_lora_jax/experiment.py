@@ -72,7 +72,7 @@ def analog_config_from_dict(hardware: Mapping[str, Any] | None) -> AnalogConfig:
 
 
 def analog_config_to_dict(config: AnalogConfig) -> dict[str, Any]:
-    """The inverse of `analog_config_from_dict`: plain JSON-ready values."""
+    """Convert an `AnalogConfig` to plain JSON-ready values (inverse of `analog_config_from_dict`)."""
     result: dict[str, Any] = {"fast_rng": config.fast_rng}
     for section in _SECTIONS:
         values = {}

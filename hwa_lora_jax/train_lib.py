@@ -133,7 +133,7 @@ def build_run(config: Any) -> Run:
 
 
 def adapter_metadata(run: Run, step: int) -> dict[str, Any]:
-    """What `evaluate.py` needs to rebuild the model around a saved adapter."""
+    """Return what `evaluate.py` needs to rebuild the model around a saved adapter."""
     setup = run.setup
     return {
         "model": {"checkpoint": run.config.model.checkpoint, "folder": run.model_folder,

@@ -78,7 +78,7 @@ class Setup:
         return self.mode != "hwa" and self.head == "trainable" and self.head_name is not None
 
     def is_analog(self, name: str) -> bool:
-        """Whether linear layer `name` runs on analog tiles: every layer but a digital head."""
+        """Return whether layer `name` runs on analog tiles (every layer but a digital head)."""
         digital_head = self.head_name is not None and (
             self.trains_head or self.model.task == "sequence_classification")
         return not (digital_head and name.split("/")[0] == self.head_name)
