@@ -14,6 +14,7 @@ are evaluated. Writes sweep.json, sweep.csv and sweep.png.
 
 import logging
 import os
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -45,6 +46,9 @@ def main(argv):
     logging.getLogger("hwa_lora_jax").setLevel(logging.INFO)
 
     if FLAGS.compare:
+        if FLAGS.workdir or FLAGS.adapters:
+            raise app.UsageError("--compare plots existing sweeps; pass it without --workdir "
+                                 "and --adapters.")
         output_dir = FLAGS.output_dir or "."
         os.makedirs(output_dir, exist_ok=True)
         path = os.path.join(output_dir, "compare.png")
@@ -52,6 +56,16 @@ def main(argv):
         print(f"wrote {path}")
         return
 
+    try:
+        drift_times = [float(t) for t in FLAGS.drift_times]
+    except ValueError:
+        raise app.UsageError(f"--drift_times={','.join(FLAGS.drift_times)} is invalid; give "
+                             "seconds, e.g. 0,3600,86400.") from None
+    if any(t < 0 for t in drift_times) or not drift_times:
+        raise app.UsageError(f"--drift_times={drift_times} is invalid; times must be >= 0 s.")
+    for name in ("trials", "trials_per_batch", "batch_size"):
+        if getattr(FLAGS, name) < 1:
+            raise app.UsageError(f"--{name}={getattr(FLAGS, name)} is invalid; it must be >= 1.")
     if bool(FLAGS.workdir) == bool(FLAGS.adapters):
         raise app.UsageError("Pass exactly one of --workdir and --adapters.")
     if FLAGS.workdir:
@@ -63,6 +77,9 @@ def main(argv):
             name, sep, folder = item.partition("=")
             if not sep or not name or not folder:
                 raise app.UsageError(f"--adapters item {item!r} is invalid; write TASK=DIR.")
+            if name in adapters:
+                raise app.UsageError(f"--adapters names task {name!r} twice; give each adapter "
+                                     "its own name.")
             adapters[name] = folder
         if not FLAGS.output_dir:
             raise app.UsageError("--adapters needs --output_dir.")
@@ -79,17 +96,25 @@ def main(argv):
     deployment = eval_lib.load_deployment(adapters, hardware_overrides=FLAGS.hardware,
                                           data_overrides=data_overrides)
     report = eval_lib.evaluate_deployment(
-        deployment, drift_times=[float(t) for t in FLAGS.drift_times], num_trials=FLAGS.trials,
+        deployment, drift_times=drift_times, num_trials=FLAGS.trials,
         trials_per_batch=FLAGS.trials_per_batch, seed=FLAGS.seed, batch_size=FLAGS.batch_size)
     eval_lib.write_outputs(report, output_dir)
     print(eval_lib.format_table(report))
     resources = report["resources"]
     print(f"one analog model: {resources['analog_params']:,} weights on {resources['tiles']} tiles; "
           f"{len(adapters)} adapter set(s): {resources['adapter_params_total']:,} parameters")
-    print(f"sweep: {FLAGS.trials} trials x {len(FLAGS.drift_times)} drift times in "
+    print(f"sweep: {FLAGS.trials} trials x {len(drift_times)} drift times in "
           f"{report['sweep_wall_time_s']:.1f} s; outputs in {output_dir}")
 
 
+def run_main(argv):
+    """Run `main`, reporting input errors as one line instead of a traceback."""
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    flags.mark_flags_as_mutual_exclusive(["workdir", "adapters"])
-    app.run(main)
+    app.run(run_main)

@@ -7,6 +7,7 @@ Rerunning the same command resumes from the workdir's last checkpoint.
 """
 
 import logging
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -32,5 +33,14 @@ def main(argv):
     train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
+def run_main(argv):
+    """Run `main`, reporting input errors as one line instead of a traceback."""
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(run_main)

@@ -9,6 +9,9 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
+from hwa_lora_jax.analog.config import AnalogConfig
+from hwa_lora_jax.experiment import analog_config_to_dict
+
 
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -50,15 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
     # 'all', 'qkv', 'ffn' or a regular expression on layer names.
     config.lora.placement = "all"
 
-    # Mirrors hwa_lora_jax.analog.AnalogConfig; empty sections keep its
-    # defaults (8-bit converters, out_bound 12, out_noise 0.04, weight noise
-    # 0.067, 512 x 512 tiles, 3-sigma clip, PCM g_max 25 uS, global drift
-    # compensation).
-    config.hardware = ml_collections.ConfigDict()
-    config.hardware.io = ml_collections.ConfigDict()
-    config.hardware.mapping = ml_collections.ConfigDict()
-    config.hardware.training = ml_collections.ConfigDict()
-    config.hardware.pcm = ml_collections.ConfigDict()
+    # Mirrors hwa_lora_jax.analog.AnalogConfig, filled with its defaults: 8-bit
+    # converters, out_bound 12, out_noise 0.04, weight noise 0.067, 512 x 512
+    # tiles, 3-sigma clip, PCM g_max 25 uS and global drift compensation.
+    # Override fields such as --config.hardware.io.out_bits=6.
+    config.hardware = ml_collections.ConfigDict(analog_config_to_dict(AnalogConfig()))
 
     config.train = ml_collections.ConfigDict()
     # 'hwa_lora' (LoRA under hardware noise), 'lora' (digital LoRA) or 'hwa'

@@ -6,7 +6,7 @@
 
 all-MiniLM-L6-v2 is a 6-layer, 384-wide BERT (22.7M parameters). Trained on
 a subset of SST-2 train; the dev accuracy is reported digitally and on the
-programmed analog model at t = 0 (see docs/results.md for measured numbers).
+programmed analog model at t = 0 (the README gives a measured run).
 """
 
 import os

@@ -69,11 +69,12 @@ class TrainCheckpoints:
         try:
             return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except (ValueError, KeyError) as err:
+            reason = str(err).strip().splitlines()[0][:200]
             raise ValueError(
                 f"The checkpoint at {self.directory}/{step} does not match this run's model, "
-                f"mode or LoRA placement ({err}). Use a new --workdir, or rerun with the "
+                f"mode or LoRA placement ({reason}). Use a new --workdir, or rerun with the "
                 "config that wrote it."
-            ) from err
+            ) from None
 
     def close(self) -> None:
         self._manager.close()

@@ -84,6 +84,11 @@ def _merge(base: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]]) 
     return merged
 
 
+def setup_trains_head(meta: Mapping[str, Any]) -> bool:
+    """Return True when the checkpoint's head stays in use (so new head weights matter)."""
+    return meta["mode"] == "hwa" or meta["head"] != "trainable"
+
+
 def load_deployment(adapter_dirs: Mapping[str, str], *, hardware_overrides: str = "",
                     data_overrides: Mapping[str, Any] | None = None) -> Deployment:
     """Rebuild the model of each adapter and check that all share one analog model.
@@ -118,8 +123,10 @@ def load_deployment(adapter_dirs: Mapping[str, str], *, hardware_overrides: str 
     for name, meta in metadata.items():
         model_task = meta["model"]["task"]
         num_labels = meta["model"]["config"]["num_labels"]
+        # The adapter replaces a trained head, so a missing head is expected here.
         model, params, model_config = load_pretrained(meta["model"]["folder"], model_task,
-                                                      num_labels=num_labels, seed=meta["seed"])
+                                                      num_labels=num_labels, seed=meta["seed"],
+                                                      log_new_weights=setup_trains_head(meta))
         setup = training.Setup(model, meta["mode"], lora_config_from_dict(meta["lora"]),
                                hardware, meta["head"])
         adapters = {}
@@ -249,6 +256,7 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     all_times: set[float] = set()
+    metric_names = set()
     for run_label, report in reports.items():
         times = np.asarray(report["drift_times"], float)
         all_times.update(times.tolist())
@@ -256,7 +264,9 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str) -> None:
         for name, entry in report["tasks"].items():
             means = [m["main"] for m in entry["mean"]]
             stds = [s["main"] for s in entry["std"]]
-            label = " ".join(part for part in (run_label, name) if part)
+            metric = main_metric_name(entry)
+            metric_names.add(metric)
+            label = " ".join(part for part in (run_label, name) if part) + f" ({metric})"
             ax.errorbar(positions, means, yerr=stds, marker="o", capsize=3, label=label)
     ticks = sorted(all_times)
     ax.set_xscale("log")
@@ -264,9 +274,8 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str) -> None:
     ax.set_xticklabels([time_label(t) for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("Time after programming")
-    first = next(iter(reports.values()))
-    metric = _main_metric_name(first)
-    ax.set_ylabel(metric)
+    only = next(iter(metric_names)) if len(metric_names) == 1 else "score"
+    ax.set_ylabel(f"{only} (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -274,14 +283,13 @@ def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
-def _main_metric_name(report: Mapping[str, Any]) -> str:
-    """Name the main metric for the axis label (e.g. 'accuracy (%)')."""
-    entry = next(iter(report["tasks"].values()))
+def main_metric_name(entry: Mapping[str, Any]) -> str:
+    """Return the name of a task's main metric (the metric whose value `main` repeats)."""
     main = entry["digital"]["main"]
     for metric, value in entry["digital"].items():
         if metric != "main" and value == main:
-            return f"{metric.replace('_', ' ')} (%)"
-    return "score (%)"
+            return metric.replace("_", " ")
+    return "score"
 
 
 def compare(sweep_files: Sequence[str], path: str) -> None:

@@ -165,6 +165,7 @@ def params_from_state_dict(
     *,
     seed: int = 0,
     source: str = "<state dict>",
+    log_new_weights: bool = True,
 ) -> tuple[dict, LoadReport]:
     """Convert a Hugging Face state dict to the Flax params of `TaskModel(config, task)`.
 
@@ -228,7 +229,7 @@ def params_from_state_dict(
             f"model: {shown}. The checkpoint is incomplete or of another architecture; "
             "check config.json's model_type and sizes."
         )
-    if missing:
+    if missing and log_new_weights:
         logger.warning(
             "Some weights of the %s %s model were not initialized from %s and are newly "
             "initialized (seed %d): %s. Train them before use.",
@@ -286,6 +287,7 @@ def load_pretrained(
     *,
     num_labels: int | None = None,
     seed: int = 0,
+    log_new_weights: bool = True,
 ) -> Pretrained:
     """Load a checkpoint into `TaskModel(config, task)` and its params.
 
@@ -295,6 +297,8 @@ def load_pretrained(
       num_labels: head width; defaults to the checkpoint's config. Question
         answering always has 2 (start and end).
       seed: seed of newly initialized task-head weights.
+      log_new_weights: log the newly initialized weights; off when a saved
+        adapter replaces them right after loading.
 
     Returns:
       `(model, params, config)`; `params` is the Flax params dict.
@@ -306,7 +310,8 @@ def load_pretrained(
     overrides = {"num_labels": 2 if task == "question_answering" else num_labels}
     config = load_config(folder, **{k: v for k, v in overrides.items() if v is not None})
     state, source = read_state_dict(folder)
-    params, _ = params_from_state_dict(state, config, task, seed=seed, source=source)
+    params, _ = params_from_state_dict(state, config, task, seed=seed, source=source,
+                                       log_new_weights=log_new_weights)
     return Pretrained(TaskModel(config, task), params, config)
 
 

@@ -184,6 +184,37 @@ def evaluate_run(run: Run, trainable: Any, *, analog: bool) -> dict[str, dict[st
     return results
 
 
+# Config fields that a resumed run must share with the run that wrote the
+# checkpoint; others (num_steps, logging, eval) may change between runs.
+RESUME_FIELDS = ("model.checkpoint", "data.benchmark", "data.task", "data.max_length",
+                 "data.train_subset", "lora.rank", "lora.alpha", "lora.dropout",
+                 "lora.placement", "train.mode", "train.head", "train.batch_size", "train.seed")
+
+
+def check_resume_config(config: Any, workdir: str) -> None:
+    """Raise ValueError if `workdir` holds checkpoints of a run with another setup."""
+    stored_path = os.path.join(workdir, "config.json")
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    if not (os.path.isfile(stored_path) and os.path.isdir(checkpoint_dir)
+            and os.listdir(checkpoint_dir)):
+        return
+    with open(stored_path, encoding="utf-8") as f:
+        stored = json.load(f)
+    current = _config_dict(config)
+    differences = []
+    for field in RESUME_FIELDS:
+        section, name = field.split(".")
+        before = stored.get(section, {}).get(name)
+        now = current.get(section, {}).get(name)
+        if before != now:
+            differences.append(f"{field}: {before!r} in the checkpoint, {now!r} now")
+    if differences:
+        raise ValueError(
+            f"{workdir} holds checkpoints of a different run (" + "; ".join(differences)
+            + "). Use a new --workdir, or rerun with the config that wrote it."
+        )
+
+
 def _append_jsonl(path: str, row: Mapping[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
@@ -198,9 +229,10 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     Returns:
       The final metrics (also written to `final_metrics.json`).
     """
+    check_resume_config(config, workdir)
+    run = build_run(config)
     os.makedirs(workdir, exist_ok=True)
     checkpointing.write_json_atomic(os.path.join(workdir, "config.json"), _config_dict(config))
-    run = build_run(config)
     cfg = config.train
     logger.info("Mode %s, %d training examples, %d steps (%d per epoch), devices %s",
                 run.setup.mode, len(run.data.train["input_ids"]), run.total_steps,

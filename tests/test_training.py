@@ -186,8 +186,12 @@ def test_resume_with_other_placement_is_rejected(sst2_dir, tmp_path):
     config = tiny_config(os.path.dirname(sst2_dir), num_steps=3)
     config.eval.analog = False
     train_lib.train_and_evaluate(config, str(tmp_path))
-    with pytest.raises(ValueError, match="does not match this run"):
+    with open(tmp_path / "config.json") as f:
+        stored_before = f.read()
+    with pytest.raises(ValueError, match="lora.placement: 'all' in the checkpoint, 'qkv' now"):
         train_lib.train_and_evaluate(_with_placement(config), str(tmp_path))
+    with open(tmp_path / "config.json") as f:
+        assert f.read() == stored_before
 
 
 def test_non_finite_loss_names_step(sst2_dir, tmp_path):
