@@ -14,12 +14,11 @@ are evaluated. Writes sweep.json, sweep.csv and sweep.png.
 
 import logging
 import os
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 
-from hwa_lora_jax import eval_lib
+from hwa_lora_jax import cli, eval_lib
 from hwa_lora_jax.sweep import DEFAULT_DRIFT_TIMES
 
 FLAGS = flags.FLAGS
@@ -107,14 +106,5 @@ def main(argv):
           f"{report['sweep_wall_time_s']:.1f} s; outputs in {output_dir}")
 
 
-def run_main(argv):
-    """Run `main`, reporting input errors as one line instead of a traceback."""
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    app.run(run_main)
+    app.run(cli.report_input_errors(main))

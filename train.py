@@ -7,13 +7,12 @@ Rerunning the same command resumes from the workdir's last checkpoint.
 """
 
 import logging
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from hwa_lora_jax import train_lib
+from hwa_lora_jax import cli, train_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
@@ -33,14 +32,5 @@ def main(argv):
     train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
-def run_main(argv):
-    """Run `main`, reporting input errors as one line instead of a traceback."""
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    app.run(run_main)
+    app.run(cli.report_input_errors(main))
