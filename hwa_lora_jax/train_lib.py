@@ -163,8 +163,7 @@ def _batches_from(run: Run, start_step: int):
 def evaluate_run(run: Run, trainable: Any, *, analog: bool) -> dict[str, dict[str, float]]:
     """Score every eval split digitally and, if `analog`, on programmed tiles at t = 0."""
     setup = run.setup
-    eval_config = dataclasses.replace(setup.analog)
-    eval_step = training.make_eval_step(setup, eval_config)
+    eval_step = training.make_eval_step(setup, setup.analog)
     batch_size = run.config.eval.batch_size
     results: dict[str, dict[str, float]] = {}
     key = jax.random.key(run.config.eval.seed)
@@ -175,7 +174,7 @@ def evaluate_run(run: Run, trainable: Any, *, analog: bool) -> dict[str, dict[st
     if analog:
         params = trainable["params"] if setup.mode == "hwa" else run.frozen
         program_key, noise_key = jax.random.split(key)
-        program_and_read = make_program_and_read(setup.map_analog, eval_config)
+        program_and_read = make_program_and_read(setup.map_analog, setup.analog)
         layers = program_and_read(params, program_key, 0.0)
         for eval_set in run.data.evals:
             outputs = predict(eval_step, run.frozen, trainable, layers, eval_set.arrays,

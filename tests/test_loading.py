@@ -79,7 +79,8 @@ def test_wrong_shape_names_parameter_and_shapes(tmp_path):
         load_pretrained(folder, "question_answering")
     message = str(info.value)
     assert key in message
-    assert "(32, 31)" in message and "(32, 32)" in message
+    assert "(32, 31)" in message
+    assert "(32, 32)" in message
 
 
 def test_missing_encoder_weight_raises(tmp_path):
@@ -97,7 +98,8 @@ def test_new_task_head_is_logged_and_initialized(caplog):
         _, params, config = load_pretrained(BERT, "sequence_classification", num_labels=3)
     newly = [r.getMessage() for r in caplog.records if "newly initialized" in r.getMessage()]
     assert len(newly) == 1
-    assert "classifier.weight" in newly[0] and "classifier.bias" in newly[0]
+    assert "classifier.weight" in newly[0]
+    assert "classifier.bias" in newly[0]
     unused = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
     assert "qa_outputs.weight" in unused[0]
     kernel = np.asarray(params["classifier"]["kernel"])
