@@ -77,9 +77,10 @@ def main() -> None:
     sweep.run_sweep([task], frozen, setup.map_analog, hardware, seed=1, **kwargs)
     sweep_time = time.perf_counter() - start
 
-    batches, _ = sweep.stack_batches(arrays, args.batch_size)
+    groups = sweep.stack_batches(arrays, args.batch_size)
     keys = sweep.trial_keys(0, args.trials_per_batch)
-    compiled = sweep_fn.lower(frozen, [(frozen, trainable)], [batches], keys,
+    compiled = sweep_fn.lower(frozen, [(frozen, trainable)],
+                              [[group.inputs for group in groups]], keys,
                               jnp.asarray(times, jnp.float32)).compile()
     memory = compiled.memory_analysis()
 

@@ -43,6 +43,11 @@ def base_config() -> ml_collections.ConfigDict:
     # GLUE evaluation length in tokens; 0 means max_length. A shorter training
     # length saves time on tasks with short training sentences (SST-2).
     config.data.eval_max_length = 0
+    # Token lengths to group batches by, e.g. (16, 32): each batch is cut to the
+    # smallest bucket that holds its sequences (max_length is the last bucket),
+    # so short sentences cost less; one compilation per bucket. () keeps every
+    # batch at max_length, as the published runs did.
+    config.data.length_buckets = ()
     # SQuAD sliding-window stride over long contexts, in tokens.
     config.data.doc_stride = 128
 

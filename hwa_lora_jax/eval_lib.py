@@ -173,7 +173,8 @@ def evaluate_deployment(deployment: Deployment, *, drift_times: Sequence[float],
     report: dict[str, Any] = {"tasks": {}}
     for task in deployment.tasks:
         outputs = predict(task.eval_step, task.frozen, task.trainable, None,
-                          task.eval_set.arrays, batch_size, key=jax.random.key(seed))
+                          task.eval_set.arrays, batch_size, key=jax.random.key(seed),
+                          length_buckets=task.eval_set.length_buckets)
         report["tasks"][task.name] = {"digital": task.eval_set.score(outputs)}
 
     bar = tqdm.tqdm(total=num_trials * len(drift_times), unit="trial x time",

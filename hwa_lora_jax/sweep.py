@@ -9,8 +9,9 @@ layers, as one chip serving several adapters would.
 
 The whole sweep is one jitted function: drift times and keys are traced
 arrays, trials are vmapped in chunks of `trials_per_batch`, drift times run
-in a `lax.scan` and dev batches in a `lax.map`. A second sweep with other
-keys or other drift times of the same count reuses the compiled function.
+in a `lax.scan` and dev batches in a `lax.map` per length bucket. A second
+sweep with other keys or other drift times of the same count reuses the
+compiled function.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 
 from hwa_lora_jax.analog.config import AnalogConfig
 from hwa_lora_jax.analog.tree import drift_tree, program_tree
-from hwa_lora_jax.data.batching import EXAMPLE_MASK_KEY, eval_batches
+from hwa_lora_jax.data.batching import EXAMPLE_INDEX_KEY, EXAMPLE_MASK_KEY, eval_batches
+from hwa_lora_jax.evaluation import gather_rows
 from hwa_lora_jax.task_data import EvalSet
 
 # 0 s, 1 hour, 1 day, 1 week, 30 days, 365 days and 10 years after programming.
@@ -53,17 +55,34 @@ class SweepTask:
     eval_set: EvalSet
 
 
-def stack_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> tuple[dict, np.ndarray]:
-    """Stack the fixed-size eval batches into `(num_batches, batch_size, ...)` arrays.
+@dataclasses.dataclass(frozen=True)
+class BatchGroup:
+    """Eval batches of one token length, stacked for a `lax.map`.
 
-    Returns:
-      The stacked model inputs and the bool mask of real (not padding) rows,
-      shape `(num_batches, batch_size)`.
+    Attributes:
+      inputs: model inputs, `(num_batches, batch_size, length)` each.
+      mask: bool `(num_batches, batch_size)`, True for real (not padding) rows.
+      rows: int `(num_batches, batch_size)`, each row's index in the dev set.
     """
-    batches = list(eval_batches(arrays, batch_size))
-    masks = np.stack([batch.pop(EXAMPLE_MASK_KEY) for batch in batches])
-    stacked = {name: np.stack([batch[name] for batch in batches]) for name in batches[0]}
-    return stacked, masks
+
+    inputs: dict[str, np.ndarray]
+    mask: np.ndarray
+    rows: np.ndarray
+
+
+def stack_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
+                  length_buckets: Sequence[int] = ()) -> list[BatchGroup]:
+    """Stack the fixed-size eval batches, one group per token length (one without buckets)."""
+    groups: dict[int, list[dict]] = {}
+    for batch in eval_batches(arrays, batch_size, length_buckets=length_buckets):
+        groups.setdefault(batch["input_ids"].shape[1], []).append(batch)
+    stacked = []
+    for batches in groups.values():
+        mask = np.stack([batch.pop(EXAMPLE_MASK_KEY) for batch in batches])
+        rows = np.stack([batch.pop(EXAMPLE_INDEX_KEY) for batch in batches])
+        inputs = {name: np.stack([batch[name] for batch in batches]) for name in batches[0]}
+        stacked.append(BatchGroup(inputs, mask, rows))
+    return stacked
 
 
 def make_sweep_fn(tasks: Sequence[SweepTask], map_fn: Callable,
@@ -77,9 +96,10 @@ def make_sweep_fn(tasks: Sequence[SweepTask], map_fn: Callable,
 
     Returns:
       A function of the params that are programmed, the per-task
-      `(frozen, trainable)` pairs, the per-task stacked batches, trial keys `(num_trials,)` and drift times `(num_times,)` in
-      seconds. It returns, per task, the model outputs with shape
-      `(num_trials, num_times, num_batches, batch_size, ...)`.
+      `(frozen, trainable)` pairs, the per-task lists of stacked input groups
+      (`BatchGroup.inputs`), trial keys `(num_trials,)` and drift times
+      `(num_times,)` in seconds. It returns, per task and group, the model
+      outputs with shape `(num_trials, num_times, num_batches, batch_size, ...)`.
     """
 
     def sweep(analog_params, task_params, batches, keys, times):
@@ -95,7 +115,6 @@ def make_sweep_fn(tasks: Sequence[SweepTask], map_fn: Callable,
                 for task_index, task in enumerate(tasks):
                     task_key = jax.random.fold_in(time_key, task_index + 1)
                     frozen, trainable = task_params[task_index]
-                    task_batches = batches[task_index]
 
                     def one_batch(batch_and_index, task=task, task_key=task_key,
                                   frozen=frozen, trainable=trainable):
@@ -103,9 +122,14 @@ def make_sweep_fn(tasks: Sequence[SweepTask], map_fn: Callable,
                         return task.eval_step(frozen, trainable, layers, batch,
                                               jax.random.fold_in(task_key, batch_index))
 
-                    num_batches = next(iter(task_batches.values())).shape[0]
-                    outputs.append(
-                        jax.lax.map(one_batch, (task_batches, jnp.arange(num_batches))))
+                    # Batch indices run on across groups, so every batch draws its own noise.
+                    group_outputs, first = [], 0
+                    for group in batches[task_index]:
+                        num_batches = next(iter(group.values())).shape[0]
+                        indices = first + jnp.arange(num_batches)
+                        group_outputs.append(jax.lax.map(one_batch, (group, indices)))
+                        first += num_batches
+                    outputs.append(group_outputs)
                 return carry, outputs
 
             indices = jnp.arange(times.shape[0])
@@ -156,8 +180,9 @@ def run_sweep(tasks: Sequence[SweepTask], analog_params: Any, map_fn: Callable,
         raise ValueError(f"drift_times={list(drift_times)} is invalid; give one or more "
                          "times >= 0 in seconds.")
     sweep_fn = sweep_fn or make_sweep_fn(tasks, map_fn, config)
-    stacked = [stack_batches(task.eval_set.arrays, batch_size) for task in tasks]
-    batches = [inputs for inputs, _ in stacked]
+    stacked = [stack_batches(task.eval_set.arrays, batch_size, task.eval_set.length_buckets)
+               for task in tasks]
+    batches = [[group.inputs for group in groups] for groups in stacked]
     per_trial: dict[str, list] = {task.name: [] for task in tasks}
     # Pad the trials to whole chunks so every call has the same shapes and the
     # sweep compiles once; results of the padding trials are dropped.
@@ -169,12 +194,17 @@ def run_sweep(tasks: Sequence[SweepTask], analog_params: Any, map_fn: Callable,
         chunk = padded_keys[start:start + trials_per_batch]
         num_real = min(trials_per_batch, num_trials - start)
         outputs = jax.device_get(sweep_fn(analog_params, task_params, batches, chunk, times))
-        for task, (_, mask), task_outputs in zip(tasks, stacked, outputs):
+        for task, groups, task_outputs in zip(tasks, stacked, outputs):
+            num_rows, seq_len = next(iter(task.eval_set.arrays.values())).shape[:2]
             for trial in range(num_real):
                 scores = []
                 for time_index in range(len(drift_times)):
-                    rows = {name: value[trial, time_index][mask]
-                            for name, value in task_outputs.items()}
+                    rows = {}
+                    for name in task_outputs[0]:
+                        parts = [(group.rows[group.mask],
+                                  values[name][trial, time_index][group.mask])
+                                 for group, values in zip(groups, task_outputs)]
+                        rows[name] = gather_rows(parts, num_rows, seq_len)
                     scores.append(task.eval_set.score(rows))
                 per_trial[task.name].append(scores)
         if progress is not None:

@@ -30,11 +30,13 @@ class EvalSet:
       arrays: model inputs, `(n, max_length)` int32 each.
       score: maps the model outputs over all rows (`logits`, or
         `start_logits`/`end_logits`) to a metrics dict with a `main` entry.
+      length_buckets: token lengths to batch the rows by (`data.length_buckets`).
     """
 
     name: str
     arrays: dict[str, np.ndarray]
     score: Callable[[Mapping[str, np.ndarray]], dict[str, float]]
+    length_buckets: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -66,6 +68,20 @@ def _data_dir(data_config: Mapping[str, Any], variable: str) -> str | None:
             f"{'GLUE tsv' if variable == 'GLUE_DIR' else 'SQuAD json'} files."
         )
     return data_dir
+
+
+def length_buckets(data_config: Mapping[str, Any]) -> tuple[int, ...]:
+    """Return `data.length_buckets` as sorted ints, checking each is a positive integer."""
+    raw = data_config.get("length_buckets") or ()
+    if isinstance(raw, (int, str)):
+        raw = (raw,)
+    buckets = []
+    for value in raw:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"data.length_buckets={tuple(raw)} holds {value!r}; give positive "
+                             "token counts, e.g. --config.data.length_buckets='(16, 32)'.")
+        buckets.append(int(value))
+    return tuple(sorted(set(buckets)))
 
 
 def _glue_score(task: str, labels: np.ndarray) -> Callable:
@@ -103,10 +119,12 @@ def load_glue_task(data_config: Mapping[str, Any], tokenizer: Any, *,
         encoded = glue.encode_glue(examples, tokenizer, eval_max_length,
                                    max_position_embeddings=max_position_embeddings)
         arrays = {name: encoded[name] for name in MODEL_INPUTS}
-        evals.append(EvalSet(split, arrays, _glue_score(task.name, encoded["labels"])))
+        evals.append(EvalSet(split, arrays, _glue_score(task.name, encoded["labels"]),
+                             length_buckets(data_config)))
 
     description = {"benchmark": "glue", "task": task.name, "data_dir": data_dir or "hub",
                    "max_length": max_length, "eval_max_length": eval_max_length,
+                   "length_buckets": list(length_buckets(data_config)),
                    "train_examples": len(train_examples),
                    "train_subset": train_subset, "eval_subsets": eval_subsets}
     return TaskData("sequence_classification", task.num_labels, dict(train), evals, description)
@@ -160,8 +178,9 @@ def load_squad_task(data_config: Mapping[str, Any], tokenizer: Any, *,
     train_arrays = {name: train[name] for name in
                     MODEL_INPUTS + ("start_positions", "end_positions") if name in train}
     arrays = {name: features[name] for name in MODEL_INPUTS}
-    return TaskData("question_answering", 2, train_arrays, [EvalSet(eval_split, arrays, score)],
-                    description)
+    eval_set = EvalSet(eval_split, arrays, score, length_buckets(data_config))
+    description["length_buckets"] = list(eval_set.length_buckets)
+    return TaskData("question_answering", 2, train_arrays, [eval_set], description)
 
 
 def load_task_data(data_config: Mapping[str, Any], tokenizer: Any, *,

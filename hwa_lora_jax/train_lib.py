@@ -26,7 +26,7 @@ import numpy as np
 import tqdm
 
 from hwa_lora_jax import checkpointing, training
-from hwa_lora_jax.data.batching import batch_iterator
+from hwa_lora_jax.data.batching import batch_iterator, batch_plan
 from hwa_lora_jax.evaluation import make_program_and_read, predict
 from hwa_lora_jax.experiment import (
     analog_config_from_dict,
@@ -36,7 +36,7 @@ from hwa_lora_jax.experiment import (
 from hwa_lora_jax.loading import load_pretrained, load_tokenizer, resolve_checkpoint
 from hwa_lora_jax.lora import count_lora_params, init_lora
 from hwa_lora_jax.placement import linear_layer_shapes
-from hwa_lora_jax.task_data import TaskData, load_task_data
+from hwa_lora_jax.task_data import TaskData, length_buckets, load_task_data
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,9 @@ def build_run(config: Any) -> Run:
             f"The training set has {num_train} examples, fewer than train.batch_size="
             f"{train_cfg.batch_size}; lower the batch size or use more data."
         )
-    steps_per_epoch = num_train // train_cfg.batch_size
+    buckets = length_buckets(data_cfg)
+    steps_per_epoch = len(batch_plan(data.train, train_cfg.batch_size, seed=train_cfg.seed,
+                                     epoch=0, length_buckets=buckets))
     total_steps = (train_cfg.num_steps if train_cfg.num_steps > 0
                    else train_cfg.num_epochs * steps_per_epoch)
     schedule = training.make_schedule(train_cfg.learning_rate, total_steps,
@@ -155,7 +157,8 @@ def _batches_from(run: Run, start_step: int):
     cfg = run.config.train
     epoch, offset = divmod(start_step, run.steps_per_epoch)
     for epoch in itertools.count(epoch):
-        batches = batch_iterator(run.data.train, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+        batches = batch_iterator(run.data.train, cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                 length_buckets=length_buckets(_config_dict(run.config.data)))
         yield from itertools.islice(batches, offset, None)
         offset = 0
 
@@ -169,7 +172,7 @@ def evaluate_run(run: Run, trainable: Any, *, analog: bool) -> dict[str, dict[st
     key = jax.random.key(run.config.eval.seed)
     for eval_set in run.data.evals:
         outputs = predict(eval_step, run.frozen, trainable, None, eval_set.arrays, batch_size,
-                          key=key)
+                          key=key, length_buckets=eval_set.length_buckets)
         results[f"digital/{eval_set.name}"] = eval_set.score(outputs)
     if analog:
         params = trainable["params"] if setup.mode == "hwa" else run.frozen
@@ -178,7 +181,7 @@ def evaluate_run(run: Run, trainable: Any, *, analog: bool) -> dict[str, dict[st
         layers = program_and_read(params, program_key, 0.0)
         for eval_set in run.data.evals:
             outputs = predict(eval_step, run.frozen, trainable, layers, eval_set.arrays,
-                              batch_size, key=noise_key)
+                              batch_size, key=noise_key, length_buckets=eval_set.length_buckets)
             results[f"analog_t0/{eval_set.name}"] = eval_set.score(outputs)
     return results
 
@@ -186,7 +189,7 @@ def evaluate_run(run: Run, trainable: Any, *, analog: bool) -> dict[str, dict[st
 # Config fields that a resumed run must share with the run that wrote the
 # checkpoint; others (num_steps, logging, eval) may change between runs.
 RESUME_FIELDS = ("model.checkpoint", "data.benchmark", "data.task", "data.max_length",
-                 "data.train_subset", "lora.rank", "lora.alpha", "lora.dropout",
+                 "data.train_subset", "data.length_buckets", "lora.rank", "lora.alpha", "lora.dropout",
                  "lora.placement", "train.mode", "train.head", "train.batch_size", "train.seed")
 
 
@@ -199,13 +202,14 @@ def check_resume_config(config: Any, workdir: str) -> None:
         return
     with open(stored_path, encoding="utf-8") as f:
         stored = json.load(f)
-    current = _config_dict(config)
+    # A JSON round trip turns tuples into lists, as in the stored file.
+    current = json.loads(json.dumps(_config_dict(config)))
     differences = []
     for field in RESUME_FIELDS:
         section, name = field.split(".")
         before = stored.get(section, {}).get(name)
         now = current.get(section, {}).get(name)
-        if before != now:
+        if before != now and (before or now):  # A missing field equals an empty one.
             differences.append(f"{field}: {before!r} in the checkpoint, {now!r} now")
     if differences:
         raise ValueError(

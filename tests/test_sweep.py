@@ -28,17 +28,19 @@ def ideal_config() -> AnalogConfig:
     return dataclasses.replace(config, pcm=pcm)
 
 
-def make_task(config: AnalogConfig, num_examples: int = 20):
+def make_task(config: AnalogConfig, num_examples: int = 20, length_buckets=()):
     model, params, _ = load_pretrained(FIXTURE, "sequence_classification", num_labels=2)
     tokenizer = load_tokenizer(FIXTURE)
     rng = np.random.default_rng(0)
     words = ["the", "chip", "drift", "tile", "analog", "noise", "model"]
-    examples = [{"text_a": " ".join(rng.choice(words, 5)), "text_b": None, "label": i % 2,
-                 "idx": i} for i in range(num_examples)]
+    # Sentences of 1 to 8 words, so length buckets split them.
+    examples = [{"text_a": " ".join(rng.choice(words, 1 + i % 8)), "text_b": None,
+                 "label": i % 2, "idx": i} for i in range(num_examples)]
     encoded = encode_glue(examples, tokenizer, max_length=12)
     labels = encoded.pop("labels")
     eval_set = EvalSet("validation", encoded,
-                       lambda outputs: glue_metrics("sst2", outputs["logits"], labels))
+                       lambda outputs: glue_metrics("sst2", outputs["logits"], labels),
+                       length_buckets)
 
     setup = training.Setup(model, "hwa_lora", LoraConfig(), config)
     adapters = init_lora(jax.random.key(0), linear_layer_shapes(params), setup.lora)
@@ -79,6 +81,29 @@ def test_sweep_compiles_once_and_reproduces():
     assert sweep_fn._cache_size() == 1
     assert first == again
     assert len(other_times["tasks"]["sst2"]["per_trial"]) == 3
+
+
+@pytest.mark.parametrize("length_buckets", [(4,), (6, 8)])
+def test_length_buckets_keep_every_row_in_place(length_buckets):
+    config = ideal_config()
+    setup, task = make_task(config)
+    digital = predict(task.eval_step, task.frozen, task.trainable, None, task.eval_set.arrays,
+                      8, key=jax.random.key(0))["logits"]
+    bucketed = predict(task.eval_step, task.frozen, task.trainable, None, task.eval_set.arrays,
+                       8, key=jax.random.key(0), length_buckets=length_buckets)["logits"]
+    np.testing.assert_allclose(bucketed, digital, atol=1e-5)
+
+    # The sweep's score sees each row's logit; on the ideal chip it is the digital one.
+    def per_row(outputs):
+        return {f"row{i}": float(value) for i, value in enumerate(outputs["logits"][:, 1])}
+
+    eval_set = dataclasses.replace(task.eval_set, score=per_row, length_buckets=length_buckets)
+    task = dataclasses.replace(task, eval_set=eval_set)
+    report = sweep.run_sweep([task], task.frozen, setup.map_analog, config,
+                             drift_times=(0.0,), num_trials=1, batch_size=3)
+    swept = report["tasks"]["sst2"]["per_trial"][0][0]
+    np.testing.assert_allclose([swept[f"row{i}"] for i in range(len(digital))], digital[:, 1],
+                               atol=1e-5)
 
 
 def test_invalid_sweep_arguments():

@@ -31,10 +31,12 @@ def write_sst2(folder, num_train=96, num_dev=48, seed=0):
     for name, count in (("train.tsv", num_train), ("dev.tsv", num_dev)):
         rows = ["sentence\tlabel"]
         for i in range(count):
-            words = list(rng.choice(WORDS, size=6))
+            # 3 to 10 words, so length buckets split the sentences.
+            size = 3 + i % 8
+            words = list(rng.choice(WORDS, size=size))
             label = i % 2
             if label:
-                words[rng.integers(0, 6)] = "chip"
+                words[rng.integers(0, size)] = "chip"
             rows.append(f"{' '.join(words)}\t{label}")
         with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
             f.write("\n".join(rows) + "\n")
@@ -137,9 +139,18 @@ def test_loss_decreases_on_learnable_task(sst2_dir, tmp_path):
     assert final["scores"]["digital/validation"]["accuracy"] > 90.0
 
 
-def test_resume_after_kill_matches_uninterrupted(sst2_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("length_buckets", [(), (8, 12)])
+def test_resume_after_kill_matches_uninterrupted(sst2_dir, tmp_path, monkeypatch,
+                                                 length_buckets):
     glue_dir = os.path.dirname(sst2_dir)
-    uninterrupted = train_lib.train_and_evaluate(tiny_config(glue_dir), str(tmp_path / "a"))
+
+    def tiny_config_with_buckets(data_dir):
+        config = tiny_config(data_dir)
+        config.data.length_buckets = length_buckets
+        return config
+
+    uninterrupted = train_lib.train_and_evaluate(tiny_config_with_buckets(glue_dir),
+                                                 str(tmp_path / "a"))
 
     real_make = training.make_train_step
 
@@ -154,10 +165,11 @@ def test_resume_after_kill_matches_uninterrupted(sst2_dir, tmp_path, monkeypatch
 
     monkeypatch.setattr(training, "make_train_step", make_killing_step)
     with pytest.raises(KeyboardInterrupt):
-        train_lib.train_and_evaluate(tiny_config(glue_dir), str(tmp_path / "b"))
+        train_lib.train_and_evaluate(tiny_config_with_buckets(glue_dir), str(tmp_path / "b"))
     assert checkpointing.TrainCheckpoints(str(tmp_path / "b")).latest_step() == 3
     monkeypatch.setattr(training, "make_train_step", real_make)
-    resumed = train_lib.train_and_evaluate(tiny_config(glue_dir), str(tmp_path / "b"))
+    resumed = train_lib.train_and_evaluate(tiny_config_with_buckets(glue_dir),
+                                           str(tmp_path / "b"))
 
     a, _ = checkpointing.load_adapter(str(tmp_path / "a" / "adapter"))
     b, _ = checkpointing.load_adapter(str(tmp_path / "b" / "adapter"))

@@ -1,6 +1,14 @@
 """Datasets for HWA-LoRA training: GLUE and SQuAD v1.1 loaders, subsets and batching."""
 
-from hwa_lora_jax.data.batching import EXAMPLE_MASK_KEY, batch_iterator, eval_batches, num_batches
+from hwa_lora_jax.data.batching import (
+    EXAMPLE_INDEX_KEY,
+    EXAMPLE_MASK_KEY,
+    batch_iterator,
+    batch_plan,
+    bucket_lengths,
+    eval_batches,
+    num_batches,
+)
 from hwa_lora_jax.data.errors import DataFormatError, DatasetLoadError
 from hwa_lora_jax.data.glue import (
     GLUE_TASKS,
@@ -23,6 +31,7 @@ from hwa_lora_jax.data.squad import (
 from hwa_lora_jax.data.subset import select_subset, split_holdout
 
 __all__ = [
+    "EXAMPLE_INDEX_KEY",
     "EXAMPLE_MASK_KEY",
     "GLUE_TASKS",
     "DataFormatError",
@@ -30,6 +39,8 @@ __all__ = [
     "GlueTask",
     "TsvLayout",
     "batch_iterator",
+    "batch_plan",
+    "bucket_lengths",
     "encode_glue",
     "eval_batches",
     "find_glue_file",

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from hwa_lora_jax.data import EXAMPLE_MASK_KEY, batch_iterator, eval_batches, num_batches
+from hwa_lora_jax.data import EXAMPLE_INDEX_KEY, EXAMPLE_MASK_KEY, batch_iterator, batch_plan
+from hwa_lora_jax.data import bucket_lengths, eval_batches, num_batches
 
 ARRAYS = {"input_ids": np.arange(20, dtype=np.int32).reshape(10, 2),
           "labels": np.arange(10, dtype=np.int32)}
@@ -88,3 +89,52 @@ def test_invalid_inputs(arrays, batch_size, message):
 def test_eval_batches_reject_mask_key():
     with pytest.raises(ValueError, match=EXAMPLE_MASK_KEY):
         list(eval_batches({EXAMPLE_MASK_KEY: np.zeros(2)}, 2))
+
+
+# Six sequences of 8 tokens with 2, 3, 5, 6, 8 and 1 real tokens.
+_LENGTHS = [2, 3, 5, 6, 8, 1]
+_MASK = np.arange(8)[None, :] < np.array(_LENGTHS)[:, None]
+BUCKETED = {"attention_mask": _MASK.astype(np.int32), "labels": np.arange(6, dtype=np.int32)}
+BUCKETED["input_ids"] = BUCKETED["attention_mask"] * (10 + BUCKETED["labels"][:, None])
+
+
+@pytest.mark.parametrize("buckets,expected", [
+    ((4,), [4, 4, 8, 8, 8, 4]),
+    ((3, 6), [3, 3, 6, 6, 8, 3]),
+    ((2, 4, 8, 16), [2, 4, 8, 8, 8, 2]),
+])
+def test_bucket_lengths(buckets, expected):
+    assert bucket_lengths(BUCKETED, buckets).tolist() == expected
+
+
+@pytest.mark.parametrize("buckets", [(0,), (-4,), (2.5,)])
+def test_invalid_bucket_raises(buckets):
+    with pytest.raises(ValueError, match="length_buckets"):
+        bucket_lengths(BUCKETED, buckets)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bucketed_batches_hold_one_bucket(seed):
+    batches = list(batch_iterator(BUCKETED, 2, seed=seed, epoch=0, length_buckets=(4,)))
+    # Bucket 4 holds rows 0, 1, 5; bucket 8 holds rows 2, 3, 4: one full batch each.
+    assert len(batches) == len(batch_plan(BUCKETED, 2, seed=9, epoch=3, length_buckets=(4,)))
+    assert len(batches) == 2
+    for batch in batches:
+        width = batch["input_ids"].shape[1]
+        expected = 4 if set(batch["labels"]) <= {0, 1, 5} else 8
+        assert width == expected
+        np.testing.assert_array_equal(batch["input_ids"][:, 0], 10 + batch["labels"])
+
+
+def test_bucketed_eval_covers_every_row_once():
+    batches = list(eval_batches(BUCKETED, 2, length_buckets=(4,)))
+    seen = []
+    for batch in batches:
+        rows = batch[EXAMPLE_INDEX_KEY][batch[EXAMPLE_MASK_KEY]]
+        seen += rows.tolist()
+        np.testing.assert_array_equal(batch["labels"], batch[EXAMPLE_INDEX_KEY])
+        lengths = batch["attention_mask"].sum(axis=1)
+        assert batch["input_ids"].shape[1] == (4 if lengths.max() <= 4 else 8)
+    assert sorted(seen) == list(range(6))
+    # Shortest bucket first, rows in order within a bucket.
+    assert seen == [0, 1, 5, 2, 3, 4]
