@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
     # so short sentences cost less; one compilation per bucket. () keeps every
     # batch at max_length, as the published runs did.
     config.data.length_buckets = ()
+    # GLUE tsv rows with the wrong number of columns: False raises naming the
+    # file and line; True logs and skips them.
+    config.data.skip_invalid_rows = False
     # SQuAD sliding-window stride over long contexts, in tokens.
     config.data.doc_stride = 128
 

@@ -97,10 +97,17 @@ def load_glue_task(data_config: Mapping[str, Any], tokenizer: Any, *,
     data_dir = _data_dir(data_config, "GLUE_DIR")
     max_length = int(data_config["max_length"])
     eval_max_length = int(data_config.get("eval_max_length") or max_length)
+    for field, value in (("max_length", max_length), ("eval_max_length", eval_max_length)):
+        if value > max_position_embeddings:
+            raise ValueError(f"data.{field}={value} exceeds the model's max_position_embeddings="
+                             f"{max_position_embeddings}; set --config.data.{field} to at most "
+                             f"{max_position_embeddings}.")
 
+    skip_invalid = bool(data_config.get("skip_invalid_rows", False))
     train_examples, train_subset, train = [], None, {}
     if include_train:
-        train_examples = glue.load_glue(task.name, data_config["train_split"], data_dir)
+        train_examples = glue.load_glue(task.name, data_config["train_split"], data_dir,
+                                        skip_invalid_rows=skip_invalid)
         train_examples, train_subset = select_subset(train_examples,
                                                      data_config["train_subset"], seed=seed)
         train = glue.encode_glue(train_examples, tokenizer, max_length,
@@ -113,7 +120,7 @@ def load_glue_task(data_config: Mapping[str, Any], tokenizer: Any, *,
         eval_splits = [eval_split]
     evals, eval_subsets = [], {}
     for split in eval_splits:
-        examples = glue.load_glue(task.name, split, data_dir)
+        examples = glue.load_glue(task.name, split, data_dir, skip_invalid_rows=skip_invalid)
         examples, eval_subsets[split] = select_subset(examples, data_config["eval_subset"],
                                                       seed=seed)
         encoded = glue.encode_glue(examples, tokenizer, eval_max_length,

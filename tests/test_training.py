@@ -226,8 +226,9 @@ def test_missing_data_folder(tmp_path):
         train_lib.train_and_evaluate(config, str(tmp_path / "run"))
 
 
-def test_max_length_above_positions(sst2_dir, tmp_path):
+@pytest.mark.parametrize("field", ["max_length", "eval_max_length"])
+def test_max_length_above_positions(sst2_dir, tmp_path, field):
     config = tiny_config(os.path.dirname(sst2_dir))
-    config.data.max_length = 64  # the fixture has 32 position embeddings
-    with pytest.raises(ValueError, match="64"):
+    setattr(config.data, field, 64)  # the fixture has 32 position embeddings
+    with pytest.raises(ValueError, match=f"data.{field}=64 exceeds"):
         train_lib.train_and_evaluate(config, str(tmp_path))

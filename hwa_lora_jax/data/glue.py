@@ -303,7 +303,8 @@ def read_glue_tsv(path: str | os.PathLike, task: str, split: str, *,
                         f"{path}, line {line_number}: expected {layout.num_columns} "
                         f"tab-separated columns for {glue_task.name} {layout.file_name}, "
                         f"found {len(cells)}. Check that the file belongs to this task and "
-                        "split, or pass skip_invalid_rows=True to skip such rows.",
+                        "split, or skip such rows with skip_invalid_rows=True "
+                        "(--config.data.skip_invalid_rows=true).",
                         path, line_number)
                 label = _parse_label(glue_task, cells[layout.label_column], path, line_number)
             except DataFormatError as err:
