@@ -5,8 +5,9 @@
         --config.data.data_dir=/path/to/glue
 
 all-MiniLM-L6-v2 is a 6-layer, 384-wide BERT (22.7M parameters). Trained on
-a subset of SST-2 train; the dev accuracy is reported digitally and on the
-programmed analog model at t = 0 (the README gives a measured run).
+51,200 SST-2 training phrases; the dev accuracy is reported digitally and on
+the programmed analog model at t = 0. Measured on 2 CPU cores: 26.5 minutes,
+digital 86.81 %, analog t = 0 86.93 % (the README gives the log lines).
 """
 
 import os
@@ -29,14 +30,14 @@ def get_config():
     config.data.benchmark = "glue"
     config.data.task = "sst2"
     config.data.data_dir = common.env_data_dir("GLUE_DIR")
-    config.data.train_subset = "random:25600"
+    config.data.train_subset = "random:51200"
     # 95 % of SST-2 training phrases fit 32 tokens; every dev sentence fits 64.
     config.data.max_length = 32
     config.data.eval_max_length = 64
     # Half the training phrases have 10 tokens or fewer: batching by length
     # about halves the tokens per step.
     config.data.length_buckets = (8, 16, 24, 32, 48)
-    config.train.num_epochs = 1  # 800 steps of 32
+    config.train.num_epochs = 1  # 1599 steps of 32 (whole batches per length bucket)
     config.train.learning_rate = 1e-3
     config.train.batch_size = 32
     config.train.checkpoint_every = 200
