@@ -102,6 +102,33 @@ def add_weight_noise(layer: TiledLayer, config: AnalogConfig, *, key: jax.Array)
     return layer.replace(weights=layer.weights + level * noise)
 
 
+@jax.custom_batching.custom_vmap
+def _any_over_vmap(predicate: jax.Array) -> jax.Array:
+    """Return a bool scalar predicate unchanged; under `vmap`, its OR over the mapped axis.
+
+    `lax.cond` with a vmapped predicate becomes a `select` that runs both branches
+    for every element; bound management would then rerun every batch of a vmapped
+    drift sweep. With one predicate for the whole vmapped axis the cond stays a
+    branch. Taking a rerun branch where nothing clips returns the same output, so
+    the result does not change.
+    """
+    return predicate
+
+
+@_any_over_vmap.def_vmap
+def _any_over_vmap_rule(axis_size, in_batched, predicate):
+    del axis_size
+    if in_batched[0]:
+        predicate = jnp.any(predicate, axis=0)
+    # Recurse so that an outer vmap also sees one predicate.
+    return _any_over_vmap(predicate), False
+
+
+def _branch_on(predicate: jax.Array, true_fun, false_fun) -> jax.Array:
+    """`lax.cond(predicate, true_fun, false_fun, None)` that stays a branch under vmap."""
+    return lax.cond(_any_over_vmap(lax.stop_gradient(predicate)), true_fun, false_fun, None)
+
+
 def input_scale(x_tiles: jax.Array, io: IOConfig) -> jax.Array:
     """Return the noise-management scale a per input tile and sample.
 
@@ -353,7 +380,7 @@ def _analog_forward(
             return rerun(slice(None), flags)
 
         if not io.bm_per_sample:
-            return lax.cond(jnp.any(flags), rerun_all, lambda _: output, None)
+            return _branch_on(jnp.any(flags), rerun_all, lambda _: output)
 
         # Per-sample bound management usually flags few samples: gather up to `capacity`
         # of them, rerun only those and scatter their outputs back. More rerun all.
@@ -370,11 +397,13 @@ def _analog_forward(
 
         def rerun_flagged(_: None) -> jax.Array:
             few = jnp.sum(flagged_samples) <= capacity
-            return lax.cond(few, rerun_some, rerun_all, None)
+            # Under vmap, the batch reruns only its flagged rows when every mapped
+            # element has few; rerun_all gives the same rows where few is true.
+            return _branch_on(~few, rerun_all, rerun_some)
 
-        return lax.cond(jnp.any(flags), rerun_flagged, lambda _: output, None)
+        return _branch_on(jnp.any(flags), rerun_flagged, lambda _: output)
 
-    return lax.cond(near_bound, manage_bounds, lambda _: output, None)
+    return _branch_on(near_bound, manage_bounds, lambda _: output)
 
 
 def _transpose_scales(scales: jax.Array) -> jax.Array:

@@ -330,3 +330,21 @@ def test_bound_management_with_output_noise(fast_rng):
     # Noise of 0.04 moves an output by at most a few 12/127 steps, still after beta = 8.
     np.testing.assert_allclose(y[0], 85 * 12 / 127 * 8, atol=2 * 12 / 127 * 8)
     np.testing.assert_allclose(y[1], 11 * 12 / 127, atol=2 * 12 / 127)
+
+
+def test_vmapped_bound_management_branches_and_matches_loop():
+    # Trial 0 clips (all-ones input on all-ones weights), trial 1 does not.
+    config = _config(out_noise=0.04)
+    layer = _ones_layer(64)
+    x = jnp.stack([jnp.ones((3, 64)), 0.01 * jnp.ones((3, 64))]).astype(jnp.float32)
+    keys = jax.random.split(jax.random.key(3), 2)
+
+    def one(x, key):
+        return analog_matmul(x, layer, None, config, key=key)
+
+    mapped = jax.vmap(one)(x, keys)
+    looped = jnp.stack([one(x[0], keys[0]), one(x[1], keys[1])])
+    np.testing.assert_array_equal(np.asarray(mapped), np.asarray(looped))
+    # The predicate is shared across the mapped axis, so the rerun stays a `cond` instead
+    # of a `select` that evaluates both branches for every trial.
+    assert "cond[" in str(jax.make_jaxpr(jax.vmap(one))(x, keys))
