@@ -2,11 +2,16 @@
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
-from hwa_lora_jax import eval_lib, train_lib
+from hwa_lora_jax import checkpointing, eval_lib, train_lib
 from tests.test_training import tiny_config, write_sst2
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +29,20 @@ def trained(tmp_path_factory):
     return runs
 
 
-def test_report_files_and_schema(trained, tmp_path):
+@pytest.fixture(scope="module")
+def swept(trained, tmp_path_factory):
+    """A 2-trial x 2-time sweep of the hwa_lora adapter, written to a folder."""
+    output_dir = tmp_path_factory.mktemp("sweep")
     deployment = eval_lib.load_deployment({"sst2": trained["hwa_lora"]})
     report = eval_lib.evaluate_deployment(deployment, drift_times=[0.0, 3600.0], num_trials=2,
                                           trials_per_batch=2, seed=0, batch_size=16,
                                           show_progress=False)
-    eval_lib.write_outputs(report, str(tmp_path))
+    eval_lib.write_outputs(report, str(output_dir))
+    return report, output_dir
+
+
+def test_report_files_and_schema(swept):
+    report, tmp_path = swept
     with open(tmp_path / "sweep.json") as f:
         saved = json.load(f)
     entry = saved["tasks"]["sst2"]
@@ -81,3 +94,45 @@ def test_missing_adapter_folder(tmp_path):
 def test_compare_needs_sweep_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="sweep.json"):
         eval_lib.compare([str(tmp_path)], str(tmp_path / "out.png"))
+
+
+def test_notebook_runs_on_a_sweep(swept, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    report, output_dir = swept
+    monkeypatch.setenv("HWA_SWEEP_FILES", f"{output_dir},{output_dir / 'sweep.json'}")
+    notebook = nbformat.read(os.path.join(ROOT, "notebooks", "sweep_analysis.ipynb"), as_version=4)
+    nbclient.NotebookClient(notebook, timeout=300, resources={"metadata": {"path": ROOT}}).execute()
+    text = "".join(output.get("text", "") for cell in notebook.cells
+                   for output in cell.get("outputs", []))
+    assert eval_lib.format_table(report) in text
+    mean_1h = report["tasks"]["sst2"]["mean"][1]["main"]
+    assert f"{eval_lib.time_label(3600.0):>5}: {mean_1h:6.2f}" in text
+    images = [output for cell in notebook.cells for output in cell.get("outputs", [])
+              if "image/png" in output.get("data", {})]
+    assert len(images) == 1
+
+
+def test_adapters_of_different_base_models_are_rejected(trained, tmp_path):
+    other = tmp_path / "adapter"
+    shutil.copytree(trained["lora"], other)
+    meta_path = other / checkpointing.ADAPTER_CONFIG_NAME
+    meta = json.loads(meta_path.read_text())
+    meta["model"]["folder"] = str(tmp_path / "another-model")
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="different base models"):
+        eval_lib.load_deployment({"a": trained["hwa_lora"], "b": str(other)})
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--drift_times=0,-5", "times must be >= 0"),
+    ("--drift_times=0,1h", "give seconds"),
+    ("--trials=0", "--trials=0 is invalid"),
+])
+def test_evaluate_script_rejects_bad_flags(trained, flag, message):
+    workdir = os.path.dirname(trained["lora"])
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"),
+                             f"--workdir={workdir}", flag],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
