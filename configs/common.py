@@ -16,6 +16,13 @@ from hwa_lora_jax.experiment import analog_config_to_dict
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
+    # Start JAX's distributed runtime (jax.distributed.initialize) for a run of
+    # several processes: True always, False never, unset (None) when the
+    # environment names a multi-process launch (JAX_COORDINATOR_ADDRESS with
+    # JAX_NUM_PROCESSES and JAX_PROCESS_ID, SLURM, Open MPI or a TPU pod).
+    # Every process then runs train.py with the same flags.
+    config.distributed = config_dict.placeholder(bool)
+
     config.model = ml_collections.ConfigDict()
     # Hub id or local folder in Hugging Face layout (config.json + model.safetensors).
     config.model.checkpoint = "google/mobilebert-uncased"
@@ -78,6 +85,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.num_epochs = 15
     # If > 0, train this many steps instead of num_epochs.
     config.train.num_steps = -1
+    # Global batch size, split over every device; it must be a multiple of the
+    # device count.
     config.train.batch_size = 32
     config.train.warmup_steps = 0
     config.train.weight_decay = 0.0

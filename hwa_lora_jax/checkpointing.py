@@ -45,7 +45,11 @@ def write_json_atomic(path: str, payload: Any) -> None:
 
 
 class TrainCheckpoints:
-    """Periodic full-state checkpoints in `<workdir>/checkpoints`, the newest `max_to_keep` kept."""
+    """Periodic full-state checkpoints in `<workdir>/checkpoints`, the newest `max_to_keep` kept.
+
+    In a multi-process run every process calls `save` and `restore_latest`
+    (orbax synchronizes them, and process 0 finalizes each checkpoint).
+    """
 
     def __init__(self, workdir: str, *, max_to_keep: int = 2):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -83,14 +87,19 @@ class TrainCheckpoints:
 def save_adapter(folder: str, adapter: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
     """Save an adapter pytree and its metadata as a standalone checkpoint folder.
 
-    The new folder is written next to `folder` and renamed into place.
+    The new folder is written next to `folder` and renamed into place. The
+    save involves only the calling process, so in a multi-process run one
+    process calls it, with arrays that are on its own devices or on the host.
     """
     folder = os.path.abspath(folder)
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=".tmp-adapter-")
+    this_process = jax.process_index()
+    only_this_process = ocp.options.MultiprocessingOptions(
+        primary_host=this_process, active_processes={this_process})
     try:
-        checkpointer = ocp.StandardCheckpointer()
+        checkpointer = ocp.StandardCheckpointer(multiprocessing_options=only_this_process)
         checkpointer.save(os.path.join(staging, ADAPTER_PARAMS_DIR), adapter)
         checkpointer.wait_until_finished()
         write_json_atomic(os.path.join(staging, ADAPTER_CONFIG_NAME), dict(metadata))

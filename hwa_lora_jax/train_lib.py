@@ -7,6 +7,11 @@ Outputs in the workdir:
     checkpoints/<step>/  full training state (resumed automatically)
     adapter/             the trained adapter alone (see `checkpointing`)
     final_metrics.json   digital and analog (programmed, t = 0) dev scores
+
+Training is data-parallel over every device (`distributed.data_mesh`). In a
+multi-process run every process calls `train_and_evaluate` with the same
+config and workdir; `config.distributed` decides whether JAX's distributed
+runtime is started (see `distributed.maybe_initialize`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from hwa_lora_jax import checkpointing, training
+from hwa_lora_jax import checkpointing, distributed, training
 from hwa_lora_jax.data.batching import batch_iterator, batch_plan
 from hwa_lora_jax.evaluation import make_program_and_read, predict
 from hwa_lora_jax.experiment import (
@@ -165,6 +170,8 @@ def _batches_from(run: Run, start_step: int):
 
 def evaluate_run(run: Run, trainable: Any, *, analog: bool) -> dict[str, dict[str, float]]:
     """Score every eval split digitally and, if `analog`, on programmed tiles at t = 0."""
+    # NOTE: evaluation runs whole on each process's first device, not split
+    # over the mesh like training.
     setup = run.setup
     eval_step = training.make_eval_step(setup, setup.analog)
     batch_size = run.config.eval.batch_size
@@ -229,39 +236,56 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     A rerun with the same config and workdir resumes from the last
     checkpoint and reaches the same result as an uninterrupted run.
 
+    Each step splits the batch over every device, so `train.batch_size` must
+    be a multiple of the device count. With several processes, each feeds
+    the rows of every batch that its devices hold, and all of them take part
+    in the checkpoint saves. Only process 0 writes logs, `config.json`,
+    `metrics.jsonl`, the adapter and `final_metrics.json`.
+
     Returns:
       The final metrics (also written to `final_metrics.json`).
     """
+    distributed.maybe_initialize(config.get("distributed"))
     check_resume_config(config, workdir)
-    run = build_run(config)
-    os.makedirs(workdir, exist_ok=True)
-    checkpointing.write_json_atomic(os.path.join(workdir, "config.json"), _config_dict(config))
+    mesh = distributed.data_mesh()
     cfg = config.train
-    logger.info("Mode %s, %d training examples, %d steps (%d per epoch), devices %s",
-                run.setup.mode, len(run.data.train["input_ids"]), run.total_steps,
-                run.steps_per_epoch, jax.devices())
-    if run.setup.mode != "hwa":
-        logger.info("LoRA parameters: %d", count_lora_params(run.initial_trainable["lora"]))
+    distributed.check_divisible(cfg.batch_size, mesh, "train.batch_size",
+                                f"use a multiple of {mesh.size}.")
+    run = build_run(config)
+    main = distributed.is_main_process()
+    os.makedirs(workdir, exist_ok=True)
+    if main:
+        checkpointing.write_json_atomic(os.path.join(workdir, "config.json"),
+                                        _config_dict(config))
+        logger.info("Mode %s, %d training examples, %d steps (%d per epoch), %d processes, "
+                    "devices %s", run.setup.mode, len(run.data.train["input_ids"]),
+                    run.total_steps, run.steps_per_epoch, jax.process_count(), jax.devices())
+        if run.setup.mode != "hwa":
+            logger.info("LoRA parameters: %d", count_lora_params(run.initial_trainable["lora"]))
 
     state = training.TrainState(jnp.zeros((), jnp.int32), run.initial_trainable,
                                 run.tx.init(run.initial_trainable))
+    # The template's layout (replicated) is the layout a restored state gets.
+    state = distributed.place(state, mesh)
     checkpoints = checkpointing.TrainCheckpoints(workdir)
     restored = checkpoints.restore_latest(state)
     if restored is not None:
         state = restored
-        logger.info("Resumed from %s at step %d", checkpoints.directory, int(state.step))
+        if main:
+            logger.info("Resumed from %s at step %d", checkpoints.directory, int(state.step))
     start_step = int(state.step)
 
+    frozen, analog_layers, train_key = distributed.place(
+        (run.frozen, run.analog_layers, run.keys["train"]), mesh)
     train_step = training.make_train_step(run.setup, run.tx)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     progress = tqdm.tqdm(total=run.total_steps, initial=start_step, unit="step",
-                         disable=None, dynamic_ncols=True)
+                         disable=None if main else True, dynamic_ncols=True)
     batches = _batches_from(run, start_step)
     last_time, last_step = time.time(), start_step
     for step in range(start_step, run.total_steps):
-        batch = next(batches)
-        new_state, metrics = train_step(state, run.frozen, run.analog_layers, batch,
-                                        run.keys["train"])
+        batch = distributed.shard_batch(next(batches), mesh)
+        new_state, metrics = train_step(state, frozen, analog_layers, batch, train_key)
         loss = float(metrics["loss"])
         if not math.isfinite(loss):
             raise NonFiniteLossError(
@@ -278,19 +302,24 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
                    "grad_norm": float(metrics["grad_norm"]),
                    "steps_per_second": (done - last_step) / max(now - last_time, 1e-9)}
             last_time, last_step = now, done
-            _append_jsonl(metrics_path, row)
+            if main:
+                _append_jsonl(metrics_path, row)
             progress.set_postfix(loss=f"{loss:.4f}", lr=f"{row['learning_rate']:.2e}")
         if done % cfg.checkpoint_every == 0 or done == run.total_steps:
-            checkpoints.save(done, state)
+            checkpoints.save(done, state)  # Every process: orbax coordinates the writers.
     progress.close()
     checkpoints.close()
 
-    checkpointing.save_adapter(os.path.join(workdir, "adapter"), state.trainable,
-                               adapter_metadata(run, int(state.step)))
-    results = evaluate_run(run, state.trainable, analog=bool(config.eval.analog))
+    # One copy on this process's first device, for the adapter export and the evaluation.
+    trainable = jax.device_put(distributed.fetch(state.trainable), jax.local_devices()[0])
+    if main:
+        checkpointing.save_adapter(os.path.join(workdir, "adapter"), trainable,
+                                   adapter_metadata(run, int(state.step)))
+    results = evaluate_run(run, trainable, analog=bool(config.eval.analog))
     final = {"step": int(state.step), "scores": results, "data": run.data.description}
-    checkpointing.write_json_atomic(os.path.join(workdir, "final_metrics.json"), final)
-    _append_jsonl(metrics_path, {"step": int(state.step), "final": results})
-    for name, scores in results.items():
-        logger.info("%s: %s", name, ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    if main:
+        checkpointing.write_json_atomic(os.path.join(workdir, "final_metrics.json"), final)
+        _append_jsonl(metrics_path, {"step": int(state.step), "final": results})
+        for name, scores in results.items():
+            logger.info("%s: %s", name, ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     return final

@@ -12,6 +12,14 @@ Three modes share one step function:
   step.
 
 The trainable pytree (`TrainState.trainable`) is the only thing optax sees.
+
+On a mesh of several devices the train step is data-parallel: the batch is
+split over the mesh axis `"data"`, and the state, frozen base and tiles are
+replicated. XLA partitions the one global step, so the loss and gradients
+are those of the whole batch, and every random draw (dropout, LoRA dropout,
+analog noise) is a function of its key and its position in the global
+array. A step on several devices therefore matches a one-device step up to
+float32 rounding (the order of the sums over devices).
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from hwa_lora_jax import distributed
 from hwa_lora_jax.analog.config import AnalogConfig
 from hwa_lora_jax.analog.tree import map_params
 from hwa_lora_jax.analog_model import forward
@@ -184,15 +194,28 @@ def _forward_parts(setup: Setup, frozen: dict, trainable: dict, analog_layers: d
     return merge_params(frozen, trainable["head"]), trainable["lora"], analog_layers
 
 
-def make_train_step(setup: Setup, tx: optax.GradientTransformation) -> Callable:
+def make_train_step(setup: Setup, tx: optax.GradientTransformation, *,
+                    mesh: Mesh | None = None) -> Callable:
     """Build the jitted step `(state, frozen, analog_layers, batch, key) -> (state, metrics)`.
 
     `analog_layers` are the mapped frozen tiles (`hwa_lora`), None for digital
     training (`lora`), and ignored in `hwa` mode, which maps the current
     weights inside the step.
+
+    Args:
+      setup: what is trained and how the forward runs.
+      tx: the optimizer.
+      mesh: devices of the data-parallel step (default: `data_mesh()`, every
+        device). On several devices the batch (every leaf, leading axis) is
+        split over `"data"` and must have a multiple of `mesh.size` rows;
+        everything else, and the returned state and metrics, is replicated.
+        Pass inputs placed that way (`distributed.place`,
+        `distributed.shard_batch`), or jit reshards them on every call. On a
+        one-device mesh the step carries no shardings.
     """
     task = setup.model.task
     num_labels = setup.model.config.num_labels
+    mesh = mesh or distributed.data_mesh()
 
     def loss_fn(trainable, frozen, analog_layers, batch, key):
         if setup.mode != "hwa_lora":
@@ -214,7 +237,15 @@ def make_train_step(setup: Setup, tx: optax.GradientTransformation) -> Callable:
                    "update_norm": optax.tree.norm(updates)}
         return TrainState(state.step + 1, trainable, opt_state), metrics
 
-    return jax.jit(step, donate_argnums=(0,))
+    if mesh.size == 1:
+        return jax.jit(step, donate_argnums=(0,))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    rows = NamedSharding(mesh, PartitionSpec(distributed.DATA_AXIS))
+    # TODO: add an option to split the frozen base and its tiles over the mesh.
+    # Both are replicated now, so the model must fit on every device.
+    return jax.jit(step, donate_argnums=(0,),
+                   in_shardings=(replicated, replicated, replicated, rows, replicated),
+                   out_shardings=(replicated, replicated))
 
 
 def make_eval_step(setup: Setup, analog_config: AnalogConfig) -> Callable:
