@@ -24,7 +24,8 @@ from hwa_lora_jax.analog.forward import analog_matmul
 from hwa_lora_jax.analog.tiles import TiledLayer
 from hwa_lora_jax.analog.tree import layer_key
 from hwa_lora_jax.lora import LoraConfig, lora_delta
-from hwa_lora_jax.models.layers import Dense
+from hwa_lora_jax.precision import check_compute_dtype
+from hwa_lora_jax.models.layers import Dense, linear
 
 Array = jax.Array
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -41,6 +42,7 @@ def forward(
     analog_config: AnalogConfig | None = None,
     key: Array | None = None,
     training: bool = False,
+    compute_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Apply `model` with analog layers and LoRA adapters.
 
@@ -57,10 +59,13 @@ def forward(
         only for a forward without any randomness.
       training: training forward: dropout on, training weight noise on, no
         drift compensation factor.
+      compute_dtype: input dtype of the linear layers' matmuls, "float32" or
+        "bfloat16" (see `hwa_lora_jax.precision`).
 
     Returns:
       The model's output dict.
     """
+    check_compute_dtype(compute_dtype)
     adapters = adapters or {}
     analog_layers = analog_layers or {}
     if adapters and lora_config is None:
@@ -79,15 +84,19 @@ def forward(
             return next_fun(*args, **kwargs)
         name = "/".join(context.module.path)
         x = args[0]
+        layer_params = context.module.variables["params"]
         if name in analog_layers:
-            bias = context.module.variables["params"].get("bias")
-            y = analog_matmul(x, analog_layers[name], bias, analog_config,
-                              key=layer_key(analog_key, name), training=training)
-        else:
+            y = analog_matmul(x, analog_layers[name], layer_params.get("bias"), analog_config,
+                              key=layer_key(analog_key, name), training=training,
+                              compute_dtype=compute_dtype)
+        elif compute_dtype == "float32":
             y = next_fun(*args, **kwargs)
+        else:
+            y = linear(x, layer_params["kernel"], layer_params.get("bias"), compute_dtype)
         if name in adapters:
             drop = layer_key(lora_key, name) if training else None
-            y = y + lora_delta(x, adapters[name], lora_config, dropout_key=drop)
+            y = y + lora_delta(x, adapters[name], lora_config, dropout_key=drop,
+                               compute_dtype=compute_dtype)
         return y
 
     inputs = [jnp.asarray(batch[name], jnp.int32) for name in INPUT_NAMES]

@@ -90,7 +90,8 @@ def setup_trains_head(meta: Mapping[str, Any]) -> bool:
 
 
 def load_deployment(adapter_dirs: Mapping[str, str], *, hardware_overrides: str = "",
-                    data_overrides: Mapping[str, Any] | None = None) -> Deployment:
+                    data_overrides: Mapping[str, Any] | None = None,
+                    compute_dtype: str = "float32") -> Deployment:
     """Rebuild the model of each adapter and check that all share one analog model.
 
     Args:
@@ -98,6 +99,8 @@ def load_deployment(adapter_dirs: Mapping[str, str], *, hardware_overrides: str 
       hardware_overrides: changes to the deployment hardware, e.g.
         `io.inp_bits=6,io.out_bits=6` to evaluate on 6-bit converters.
       data_overrides: `data` config fields to replace (e.g. `data_dir`).
+      compute_dtype: input dtype of the linear layers' matmuls, `'float32'`
+        or `'bfloat16'` (see `hwa_lora_jax.precision`).
 
     Raises:
       ValueError: adapters of different base checkpoints, or an `hwa` run
@@ -128,7 +131,7 @@ def load_deployment(adapter_dirs: Mapping[str, str], *, hardware_overrides: str 
                                                       num_labels=num_labels, seed=meta["seed"],
                                                       log_new_weights=setup_trains_head(meta))
         setup = training.Setup(model, meta["mode"], lora_config_from_dict(meta["lora"]),
-                               hardware, meta["head"])
+                               hardware, meta["head"], compute_dtype)
         adapters = {}
         if setup.mode != "hwa":
             adapters = init_lora(jax.random.key(0), linear_layer_shapes(params), setup.lora)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from hwa_lora_jax.analog.tree import layer_key
 from hwa_lora_jax.placement import PLACEMENTS, select_layers
+from hwa_lora_jax.precision import matmul
 
 Array = jax.Array
 
@@ -88,7 +89,7 @@ def init_lora(key: Array, layer_shapes: Mapping[str, tuple[int, int]],
 
 
 def lora_delta(x: Array, adapter: Mapping[str, Array], config: LoraConfig,
-               *, dropout_key: Array | None = None) -> Array:
+               *, dropout_key: Array | None = None, compute_dtype: str = "float32") -> Array:
     """Compute the adapter branch `scale * dropout(x) @ a @ b`.
 
     Args:
@@ -96,6 +97,7 @@ def lora_delta(x: Array, adapter: Mapping[str, Array], config: LoraConfig,
       adapter: `{'a': (in, rank), 'b': (rank, out)}`.
       config: LoRA hyperparameters.
       dropout_key: PRNG key for input dropout; `None` disables dropout (eval).
+      compute_dtype: matmul input dtype (`hwa_lora_jax.precision`).
 
     Returns:
       float32 `(..., out_features)`.
@@ -103,8 +105,8 @@ def lora_delta(x: Array, adapter: Mapping[str, Array], config: LoraConfig,
     if dropout_key is not None and config.dropout > 0:
         keep = jax.random.bernoulli(dropout_key, 1.0 - config.dropout, x.shape)
         x = jnp.where(keep, x / (1.0 - config.dropout), jnp.zeros((), x.dtype))
-    hidden = jnp.matmul(x, adapter["a"], precision=jax.lax.Precision.HIGHEST)
-    return config.scale * jnp.matmul(hidden, adapter["b"], precision=jax.lax.Precision.HIGHEST)
+    hidden = matmul(x, adapter["a"], compute_dtype)
+    return config.scale * matmul(hidden, adapter["b"], compute_dtype)
 
 
 def count_lora_params(adapters: Mapping[str, Mapping[str, Array]]) -> int:

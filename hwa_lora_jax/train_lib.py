@@ -41,6 +41,7 @@ from hwa_lora_jax.experiment import (
 from hwa_lora_jax.loading import load_pretrained, load_tokenizer, resolve_checkpoint
 from hwa_lora_jax.lora import count_lora_params, init_lora
 from hwa_lora_jax.placement import linear_layer_shapes
+from hwa_lora_jax.precision import check_compute_dtype
 from hwa_lora_jax.task_data import TaskData, length_buckets, load_task_data
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def build_run(config: Any) -> Run:
     """Load the checkpoint and data and set up adapters, optimizer and keys."""
     train_cfg = config.train
     mode = training.check_mode(train_cfg.mode)
+    check_compute_dtype(train_cfg.compute_dtype)
     data_cfg = _config_dict(config.data)
 
     folder = resolve_checkpoint(config.model.checkpoint)
@@ -109,7 +111,8 @@ def build_run(config: Any) -> Run:
                           seed=train_cfg.seed)
 
     setup = training.Setup(model, mode, lora_config_from_dict(config.lora),
-                           analog_config_from_dict(config.hardware), train_cfg.head)
+                           analog_config_from_dict(config.hardware), train_cfg.head,
+                           train_cfg.compute_dtype)
     root = jax.random.key(train_cfg.seed)
     init_key, train_key, eval_key = jax.random.split(root, 3)
     del root
@@ -147,6 +150,7 @@ def adapter_metadata(run: Run, step: int) -> dict[str, Any]:
                   "config": dataclasses.asdict(run.model_config), "task": setup.model.task},
         "mode": setup.mode,
         "head": setup.head,
+        "compute_dtype": setup.compute_dtype,
         "lora": dataclasses.asdict(setup.lora),
         "hardware": analog_config_to_dict(setup.analog),
         "data": run.data.description,

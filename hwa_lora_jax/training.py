@@ -40,6 +40,7 @@ from hwa_lora_jax.analog.tree import map_params
 from hwa_lora_jax.analog_model import forward
 from hwa_lora_jax.lora import LoraConfig
 from hwa_lora_jax.models.tasks import HEAD_NAMES
+from hwa_lora_jax.precision import check_compute_dtype
 
 Array = jax.Array
 MODES = ("hwa_lora", "lora", "hwa")
@@ -66,6 +67,8 @@ class Setup:
         stays frozen, and is adapted only through its LoRA; for question
         answering it is mapped to analog tiles like the encoder, for
         classification it stays digital, as in the authors' code.
+      compute_dtype: input dtype of the linear layers' matmuls in training and
+        evaluation, `'float32'` or `'bfloat16'` (see `hwa_lora_jax.precision`).
     """
 
     model: nn.Module
@@ -73,9 +76,11 @@ class Setup:
     lora: LoraConfig
     analog: AnalogConfig
     head: str = "trainable"
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         check_mode(self.mode)
+        check_compute_dtype(self.compute_dtype)
         if self.head not in HEAD_TYPES:
             raise ValueError(f"train.head={self.head!r} is invalid; expected one of {HEAD_TYPES}.")
 
@@ -224,7 +229,7 @@ def make_train_step(setup: Setup, tx: optax.GradientTransformation, *,
                                                   training=True)
         outputs = forward(setup.model, params, batch, adapters=adapters, lora_config=setup.lora,
                           analog_layers=layers, analog_config=setup.analog, key=key,
-                          training=True)
+                          training=True, compute_dtype=setup.compute_dtype)
         return task_loss(task, num_labels, outputs, batch)
 
     def step(state: TrainState, frozen, analog_layers, batch, key):
@@ -263,7 +268,7 @@ def make_eval_step(setup: Setup, analog_config: AnalogConfig) -> Callable:
                                                   training=False)
         outputs = forward(setup.model, params, batch, adapters=adapters, lora_config=setup.lora,
                           analog_layers=layers, analog_config=analog_config, key=key,
-                          training=False)
+                          training=False, compute_dtype=setup.compute_dtype)
         return {name: outputs[name] for name in keep}
 
     return jax.jit(step)

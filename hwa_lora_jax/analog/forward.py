@@ -33,6 +33,7 @@ from hwa_lora_jax.analog.tiles import (
     split_mask,
     tile_max_abs,
 )
+from hwa_lora_jax.precision import check_compute_dtype
 
 
 # Largest |sample| of the fast normal sampler: sqrt(2) * erfinv(1 - 2**-23).
@@ -157,9 +158,16 @@ def _mvm(
 ) -> jax.Array:
     """Run the DAC and the noiseless MVM for every input tile, sample and output tile.
 
+    The matmul takes the DAC's integer levels k (|k| <= 127 at 8 bits) in the weights'
+    dtype, accumulates in float32 and multiplies by the DAC step afterwards. Integers up
+    to 256 are exact in bfloat16, so a bfloat16 MVM keeps the converter levels exact and
+    rounds only the weights (relative error <= 2**-9); with an unquantized DAC it rounds
+    the inputs too.
+
     Args:
         scaled_x: float32 (n_in, batch, tile_in), the inputs divided by a.
-        weights: float32 (n_in, tile_in, n_out, tile_out), the tile weights transposed.
+        weights: float32 or bfloat16 (n_in, tile_in, n_out, tile_out), the tile weights
+            transposed; their dtype is the matmul's input dtype.
         beta: float32 (n_in, batch, n_out) bound-management factors, or None for 1.
         io: forward settings.
 
@@ -168,16 +176,22 @@ def _mvm(
     """
     inp_step = quantization_step(io.inp_res, io.inp_bound)
     n_in, tile_in, n_out, tile_out = weights.shape
+
+    def dac_matmul(x: jax.Array, tile_weights: jax.Array) -> jax.Array:
+        if inp_step > 0:
+            levels = quantize_clip(x / inp_step, 1.0, io.inp_bound / inp_step)
+        else:
+            levels = jnp.clip(x, -io.inp_bound, io.inp_bound)
+        out = jnp.einsum("jbk,jkl->jbl", levels.astype(tile_weights.dtype), tile_weights,
+                         preferred_element_type=jnp.float32)
+        return out * inp_step if inp_step > 0 else out
+
     if beta is None:
         # One batched matmul per input tile covers all output tiles at once.
-        dac = quantize_clip(scaled_x, inp_step, io.inp_bound)
-        flat_weights = weights.reshape(n_in, tile_in, n_out * tile_out)
-        return jnp.einsum("jbk,jkl->jbl", dac, flat_weights)
+        return dac_matmul(scaled_x, weights.reshape(n_in, tile_in, n_out * tile_out))
     # Each output tile has its own beta, so each gets its own DAC input.
-    columns = []
-    for index in range(n_out):
-        dac = quantize_clip(scaled_x / beta[..., index, None], inp_step, io.inp_bound)
-        columns.append(jnp.einsum("jbk,jkl->jbl", dac, weights[:, :, index]))
+    columns = [dac_matmul(scaled_x / beta[..., index, None], weights[:, :, index])
+               for index in range(n_out)]
     return jnp.concatenate(columns, axis=2)
 
 
@@ -314,6 +328,7 @@ def _analog_forward(
     config: AnalogConfig,
     *,
     key: jax.Array | None,
+    compute_dtype: jnp.dtype,
 ) -> jax.Array:
     """Run all tiles on a batch with noise and bound management, then combine digitally.
 
@@ -324,6 +339,7 @@ def _analog_forward(
         out_splits: output part sizes.
         config: hardware configuration; `config.io` is used.
         key: PRNG key of the output noise; may be None when `out_noise` is 0.
+        compute_dtype: input dtype of the MVM's matmuls (see `_mvm`).
 
     Returns:
         float32 (batch, out_features), without bias.
@@ -335,14 +351,18 @@ def _analog_forward(
     scaled_x = x_tiles / safe_scale[..., None]
     # An all-zero input vector gives exactly 0, as in AIHWKIT's C++ tile.
     input_factor = jnp.where(scale > 0, scale, 0.0)[..., None]  # (n_in, batch, 1)
-    mvm_weights = jnp.transpose(weights, (1, 3, 0, 2))
+    mvm_weights = jnp.transpose(weights, (1, 3, 0, 2)).astype(compute_dtype)
 
-    out_noise = None
-    if io.out_noise > 0:
+    def draw_out_noise() -> jax.Array | None:
+        # Bound management draws the same noise again rather than keeping this one, so the
+        # main pass fuses the draw into the ADC loop and never stores it.
+        if io.out_noise <= 0:
+            return None
         n_out, _, tile_out, _ = weights.shape
         noise_shape = x_tiles.shape[:2] + (n_out * tile_out,)
-        out_noise = io.out_noise * standard_normal(key, noise_shape, fast=config.fast_rng)
+        return io.out_noise * standard_normal(key, noise_shape, fast=config.fast_rng)
 
+    out_noise = draw_out_noise()
     mvm = _mvm(scaled_x, mvm_weights, None, io)
     adc, _ = _adc(mvm, out_noise, io, row_mask)
     output = _combine_digitally(adc, input_factor, digital_scale, out_splits)
@@ -362,12 +382,14 @@ def _analog_forward(
     near_bound = jnp.any(jnp.abs(mvm) > io.out_bound + out_step / 2 - margin)
 
     def manage_bounds(_: None) -> jax.Array:
+        out_noise = draw_out_noise()
         _, flags = _adc(mvm, out_noise, io, row_mask)
-        return _rerun_clipped(flags)
+        return _rerun_clipped(flags, out_noise)
 
     # NOTE: every round reuses this forward's output-noise draw, where AIHWKIT draws fresh
     # noise per round. The noise is small against out_bound, so this rarely matters.
-    def rerun(rows: jax.Array | slice, row_flags: jax.Array) -> jax.Array:
+    def rerun(rows: jax.Array | slice, row_flags: jax.Array,
+              out_noise: jax.Array | None) -> jax.Array:
         row_x = scaled_x[:, rows]
         row_noise = None if out_noise is None else out_noise[:, rows]
         beta = _find_bound_factors(row_x, mvm_weights, row_noise, row_flags, io, row_mask)
@@ -375,9 +397,9 @@ def _analog_forward(
         row_factor = input_factor[:, rows] * beta
         return _combine_digitally(final, row_factor, digital_scale, out_splits)
 
-    def _rerun_clipped(flags: jax.Array) -> jax.Array:
+    def _rerun_clipped(flags: jax.Array, out_noise: jax.Array | None) -> jax.Array:
         def rerun_all(_: None) -> jax.Array:
-            return rerun(slice(None), flags)
+            return rerun(slice(None), flags, out_noise)
 
         if not io.bm_per_sample:
             return _branch_on(jnp.any(flags), rerun_all, lambda _: output)
@@ -393,7 +415,7 @@ def _analog_forward(
             gathered = jnp.minimum(rows, batch - 1)
             row_flags = flags[:, gathered] & (rows < batch)[None, :, None]
             # Fill rows (index == batch) are dropped by the scatter.
-            return output.at[rows].set(rerun(gathered, row_flags), mode="drop")
+            return output.at[rows].set(rerun(gathered, row_flags, out_noise), mode="drop")
 
         def rerun_flagged(_: None) -> jax.Array:
             few = jnp.sum(flagged_samples) <= capacity
@@ -417,7 +439,7 @@ def _transpose_scales(scales: jax.Array) -> jax.Array:
     return jnp.take(scales.reshape(-1), order.reshape(-1)).reshape(n_in, 1, n_out * tile_out)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "training"))
+@functools.partial(jax.jit, static_argnames=("config", "training", "compute_dtype"))
 def analog_matmul(
     x: jax.Array,
     layer: TiledLayer,
@@ -426,6 +448,7 @@ def analog_matmul(
     *,
     key: jax.Array | None,
     training: bool = False,
+    compute_dtype: str = "float32",
 ) -> jax.Array:
     """Compute the analog counterpart of `x @ kernel + bias` on a tiled layer.
 
@@ -443,6 +466,10 @@ def analog_matmul(
         key: PRNG key for the output and weight noise of this forward. It may be None only
             when every enabled noise is zero.
         training: whether this is a training forward (static).
+        compute_dtype: "float32" or "bfloat16", the input dtype of the MVM matmuls (static).
+            Either way the DAC levels enter the matmul exactly, it accumulates in float32,
+            and noise, ADC and bound management run in float32; bfloat16 rounds the
+            weights to 8 significant bits.
 
     Returns:
         float32 (..., out_features).
@@ -465,7 +492,7 @@ def analog_matmul(
     digital_scale = layer.scales if training else layer.scales * layer.alpha[..., None]
     digital_scale = _transpose_scales(digital_scale)
     y = _analog_forward(x_tiles, layer.weights, digital_scale, layer.out_splits, config,
-                        key=out_key)
+                        key=out_key, compute_dtype=check_compute_dtype(compute_dtype))
     if bias is not None:
         y = y + bias
     return y.reshape(batch_shape + (layer.out_features,))

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from hwa_lora_jax.models.config import ModelConfig
+from hwa_lora_jax.precision import matmul
 
 Array = jax.Array
 
@@ -41,11 +42,15 @@ class Dense(nn.Module):
     def __call__(self, x: Array) -> Array:
         """Apply the layer to `x` of shape `(..., in_features)`."""
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
-        y = jnp.matmul(x, kernel, precision=jax.lax.Precision.HIGHEST)
-        if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros, (self.features,))
-            y = y + bias
-        return y
+        bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias \
+            else None
+        return linear(x, kernel, bias)
+
+
+def linear(x: Array, kernel: Array, bias: Array | None, compute_dtype: str = "float32") -> Array:
+    """Return `x @ kernel + bias` with the matmul inputs in `compute_dtype` (see `precision`)."""
+    y = matmul(x, kernel, compute_dtype)
+    return y if bias is None else y + bias
 
 
 class NoNorm(nn.Module):

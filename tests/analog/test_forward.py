@@ -348,3 +348,57 @@ def test_vmapped_bound_management_branches_and_matches_loop():
     # The predicate is shared across the mapped axis, so the rerun stays a `cond` instead
     # of a `select` that evaluates both branches for every trial.
     assert "cond[" in str(jax.make_jaxpr(jax.vmap(one))(x, keys))
+
+
+def _bfloat16_exact_kernel(shape, max_in, seed=0):
+    """Kernel of multiples of 1/64 in [-1, 1] whose first row in each input tile is 1.
+
+    Channel-wise scaling (per tile row) then keeps every weight a multiple of 1/64, which
+    bfloat16 holds exactly, so a bfloat16 MVM may differ from a float32 one only by the
+    order of the float32 sums.
+    """
+    rng = np.random.default_rng(seed)
+    kernel = rng.integers(-64, 65, size=shape) / 64.0
+    starts = np.cumsum((0,) + split_sizes(shape[0], max_in)[:-1])
+    kernel[starts] = 1.0
+    return jnp.asarray(kernel, jnp.float32)
+
+
+@pytest.mark.parametrize("bits, max_in", [(8, 512), (8, 16), (6, 11)])
+def test_bfloat16_keeps_converter_levels_exact(bits, max_in):
+    config = _config(max_in, 10, inp_bits=bits, out_bits=bits, out_bound=3.0)
+    kernel = _bfloat16_exact_kernel((40, 24), max_in)
+    _, bias, x = _layer_inputs((40, 24), 16)
+    layer = map_weights(kernel, config)
+    full = analog_matmul(x, layer, bias, config, key=None)
+    half = analog_matmul(x, layer, bias, config, key=None, compute_dtype="bfloat16")
+    # A DAC level k / 127 rounded to bfloat16 would be off by up to 2**-9 relative and move
+    # many ADC outputs by a step (3 * 2 / 254 here); exact levels agree to float32 rounding.
+    np.testing.assert_allclose(np.asarray(half), np.asarray(full), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_rounds_only_the_weights():
+    config = _config(inp_bits=8, out_bits=None)
+    kernel, bias, x = _layer_inputs((64, 32), 8)
+    layer = map_weights(kernel, config)
+    half = np.asarray(analog_matmul(x, layer, bias, config, key=None, compute_dtype="bfloat16"))
+    # Reference in float64: exact 8-bit DAC levels k / 127 of x / max|x|, the mapped weights
+    # rounded to bfloat16, no ADC quantization.
+    assert layer.weights.shape == (1, 1, 32, 64)
+    weights = np.asarray(layer.weights[0, 0].astype(jnp.bfloat16), np.float64)
+    scales = np.asarray(layer.scales[0, 0], np.float64)
+    x64 = np.asarray(x, np.float64)
+    amax = np.abs(x64).max(axis=1, keepdims=True)
+    dac = np.round(x64 / amax * 127) / 127
+    expected = (dac @ weights.T) * amax * scales + np.asarray(bias)
+    np.testing.assert_allclose(half, expected, rtol=1e-5, atol=1e-5)
+    full = np.asarray(analog_matmul(x, layer, bias, config, key=None))
+    assert 1e-4 < np.abs(half - full).max() < 2**-7 * np.abs(full).max()
+
+
+def test_unknown_compute_dtype_is_rejected():
+    config = _config()
+    kernel, bias, x = _layer_inputs((8, 4), 2)
+    with pytest.raises(ValueError, match="compute_dtype='float16'.*train.compute_dtype"):
+        analog_matmul(x, map_weights(kernel, config), bias, config, key=None,
+                      compute_dtype="float16")
