@@ -40,6 +40,11 @@ class ProgrammedLayer:
     """float32 (n_out, n_in): drift-compensation baseline m0 per tile (1 when compensation
     is off)."""
 
+    read_std: jax.Array
+    """float32, shaped like `nu`: read_noise_scale * Q(g) of each weight's carrying device,
+    the 1/f read noise std relative to |g_d| before the time factor f(t) (see `drift`).
+    It depends only on W_p, so it is computed once here instead of at every read."""
+
 
 def conductance_scale(weights: jax.Array, pcm: PCMConfig) -> jax.Array:
     """Return s = g_max / max(max|W_tile|, 1e-7) per tile, in uS per weight unit.
@@ -65,19 +70,21 @@ def programming_noise_std(g_target: jax.Array, pcm: PCMConfig) -> jax.Array:
     return (c0 + c1 * ratio + c2 * ratio**2) * (pcm.g_max / pcm.prog_coeff_g_max_reference)
 
 
-def program_conductances(g_target: jax.Array, pcm: PCMConfig, *, key: jax.Array) -> jax.Array:
+def program_conductances(g_target: jax.Array, pcm: PCMConfig, *, key: jax.Array,
+                         fast_rng: bool = False) -> jax.Array:
     """Program devices to `g_target` (uS): g_p = [g + prog_noise_scale * sigma_p(g) * xi]_+.
 
     Args:
         g_target: float32 target conductances in uS, any shape, in [0, g_max].
         pcm: device settings.
         key: PRNG key.
+        fast_rng: draw xi with the fast sampler (see `standard_normal`).
 
     Returns:
         float32 programmed conductances in uS, same shape. A device with target 0 ends at a
         half-normal conductance of mean 0.26348 / sqrt(2 pi) = 0.105 uS.
     """
-    noise = jax.random.normal(key, g_target.shape, jnp.float32)
+    noise = standard_normal(key, g_target.shape, fast=fast_rng)
     std = pcm.prog_noise_scale * programming_noise_std(g_target, pcm)
     return jnp.maximum(g_target + std * noise, 0.0)
 
@@ -107,7 +114,8 @@ def drift_factor(t_seconds: jax.Array, nu: jax.Array, pcm: PCMConfig) -> jax.Arr
         float32 array of the broadcast shape.
     """
     t_seconds = jnp.asarray(t_seconds, jnp.float32)
-    factor = ((t_seconds + pcm.t0) / pcm.t0) ** (-nu)
+    # exp(-nu ln(...)) takes the logarithm of the time only, not of every element.
+    factor = jnp.exp(-nu * jnp.log((t_seconds + pcm.t0) / pcm.t0))
     return jnp.where(t_seconds > 0, factor, 1.0)
 
 
@@ -125,6 +133,20 @@ def read_noise_factor(t_seconds: jax.Array, pcm: PCMConfig) -> jax.Array:
     """
     total = jnp.asarray(t_seconds, jnp.float32) + pcm.t0
     return jnp.sqrt(jnp.log((total + pcm.t_read) / (2.0 * pcm.t_read)))
+
+
+def read_noise_relative_std(conductance: jax.Array, pcm: PCMConfig) -> jax.Array:
+    """Return Q(g) = min(0.0088 / max((g / g_max)**0.65, 1e-3), 0.2), the 1/f read noise std
+    relative to the drifted conductance before the time factor.
+
+    Args:
+        conductance: float32 conductances g of the carrying devices in uS, >= 0.
+        pcm: device settings (g_max).
+
+    Returns:
+        float32 array of the same shape.
+    """
+    return jnp.minimum(0.0088 / jnp.maximum((conductance / pcm.g_max) ** 0.65, 1e-3), 0.2)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -196,8 +218,11 @@ def program(layer: TiledLayer, config: AnalogConfig, *, key: jax.Array) -> Progr
     g_positive = jnp.clip(scale * weights, 0.0, pcm.g_max)
     g_negative = jnp.clip(-scale * weights, 0.0, pcm.g_max)
 
-    g_positive_programmed = program_conductances(g_positive, pcm, key=positive_key)
-    g_negative_programmed = program_conductances(g_negative, pcm, key=negative_key)
+    fast = config.fast_rng
+    g_positive_programmed = program_conductances(g_positive, pcm, key=positive_key,
+                                                 fast_rng=fast)
+    g_negative_programmed = program_conductances(g_negative, pcm, key=negative_key,
+                                                 fast_rng=fast)
     programmed_weights = (g_positive_programmed - g_negative_programmed) / scale
     programmed_weights = jnp.where(mask, programmed_weights, 0.0)
 
@@ -205,8 +230,10 @@ def program(layer: TiledLayer, config: AnalogConfig, *, key: jax.Array) -> Progr
     # draw per weight, taken with that device's target, gives the same distribution.
     g_carrier = jnp.where(programmed_weights >= 0, g_positive, g_negative)
     nu_mean, nu_std = drift_exponent_stats(g_carrier, pcm)
-    nu_noise = jax.random.normal(nu_key, weights.shape, jnp.float32)
+    nu_noise = standard_normal(nu_key, weights.shape, fast=fast)
     nu = jnp.abs(nu_mean + nu_std * nu_noise) * pcm.drift_scale
+    read_std = pcm.read_noise_scale * read_noise_relative_std(
+        conductance_scale(programmed_weights, pcm) * jnp.abs(programmed_weights), pcm)
 
     programmed_layer = layer.replace(weights=programmed_weights,
                                      alpha=jnp.ones_like(layer.alpha))
@@ -217,7 +244,8 @@ def program(layer: TiledLayer, config: AnalogConfig, *, key: jax.Array) -> Progr
         reference = _clean_mean_abs(layer)
     else:
         reference = jnp.ones_like(layer.alpha)
-    return ProgrammedLayer(layer=programmed_layer, nu=nu, reference_readout=reference)
+    return ProgrammedLayer(layer=programmed_layer, nu=nu, reference_readout=reference,
+                           read_std=read_std)
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -233,7 +261,7 @@ def drift(
     W_p is re-converted with s' = g_max / max|W_p|, so the carrying device has
     g = s' |W_p| and the other is 0. Then g_d = g ((t + t0) / t0)**-nu (no drift at t = 0),
     g_f = [g_d + |g_d| Q(g) f(t) xi]_+ with Q = min(0.0088 / max((g / g_max)**0.65, 1e-3),
-    0.2), and W_d = sign(W_p) g_f / s'. Read noise is present at t = 0 too. Every call starts
+    0.2) (`ProgrammedLayer.read_std`), and W_d = sign(W_p) g_f / s'. Read noise is present at t = 0 too. Every call starts
     again from W_p; only the key changes the read noise. With global compensation, alpha =
     m0 / m_t per tile, with m_t from the one-hot readout of W_d.
 
@@ -257,10 +285,8 @@ def drift(
     conductance = scale * jnp.abs(weights)
     drifted = conductance * drift_factor(t_seconds, programmed.nu, pcm)
 
-    relative_std = jnp.minimum(
-        0.0088 / jnp.maximum((conductance / pcm.g_max) ** 0.65, 1e-3), 0.2)
-    read_std = pcm.read_noise_scale * relative_std * read_noise_factor(t_seconds, pcm)
-    noise = jax.random.normal(read_key, weights.shape, jnp.float32)
+    read_std = programmed.read_std * read_noise_factor(t_seconds, pcm)
+    noise = standard_normal(read_key, weights.shape, fast=config.fast_rng)
     read = jnp.maximum(drifted + jnp.abs(drifted) * read_std * noise, 0.0)
     drifted_weights = jnp.sign(weights) * read / scale
 
