@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -73,9 +74,10 @@ class BatchGroup:
     """Eval batches of one token length, stacked for a `lax.map`.
 
     Attributes:
-      inputs: model inputs, `(num_batches, batch_size, length)` each.
-      mask: bool `(num_batches, batch_size)`, True for real (not padding) rows.
-      rows: int `(num_batches, batch_size)`, each row's index in the dev set.
+      inputs: model inputs, `(num_batches, rows, length)` each; `rows` is the
+        batch size, or fewer for a group of one batch.
+      mask: bool `(num_batches, rows)`, True for real (not padding) rows.
+      rows: int `(num_batches, rows)`, each row's index in the dev set.
     """
 
     inputs: dict[str, np.ndarray]
@@ -84,8 +86,13 @@ class BatchGroup:
 
 
 def stack_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
-                  length_buckets: Sequence[int] = ()) -> list[BatchGroup]:
-    """Stack the fixed-size eval batches, one group per token length (one without buckets)."""
+                  length_buckets: Sequence[int] = (), *, row_multiple: int = 8
+                  ) -> list[BatchGroup]:
+    """Stack the fixed-size eval batches, one group per token length (one without buckets).
+
+    A group of one batch keeps only its real rows, rounded up to a multiple of
+    `row_multiple`, so a bucket of a few sentences does not cost a full batch.
+    """
     groups: dict[int, list[dict]] = {}
     for batch in eval_batches(arrays, batch_size, length_buckets=length_buckets):
         groups.setdefault(batch["input_ids"].shape[1], []).append(batch)
@@ -94,6 +101,10 @@ def stack_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
         mask = np.stack([batch.pop(EXAMPLE_MASK_KEY) for batch in batches])
         rows = np.stack([batch.pop(EXAMPLE_INDEX_KEY) for batch in batches])
         inputs = {name: np.stack([batch[name] for batch in batches]) for name in batches[0]}
+        if len(batches) == 1:
+            keep = min(batch_size, -(-int(mask.sum()) // row_multiple) * row_multiple)
+            inputs = {name: value[:, :keep] for name, value in inputs.items()}
+            mask, rows = mask[:, :keep], rows[:, :keep]
         stacked.append(BatchGroup(inputs, mask, rows))
     return stacked
 
@@ -281,7 +292,8 @@ def run_sweep(tasks: Sequence[SweepTask], analog_params: Any, map_fn: Callable,
     mesh = mesh or distributed.data_mesh()
     trials_per_batch = trials_per_call(num_trials, trials_per_batch, mesh)
     key_spec, batch_spec, _ = sweep_specs(trials_per_batch, mesh)
-    stacked = [stack_batches(task.eval_set.arrays, batch_size, task.eval_set.length_buckets)
+    stacked = [stack_batches(task.eval_set.arrays, batch_size, task.eval_set.length_buckets,
+                             row_multiple=math.lcm(8, mesh.size))
                for task in tasks]
     batches = [[group.inputs for group in groups] for groups in stacked]
     if not shards_trials(trials_per_batch, mesh):

@@ -113,3 +113,16 @@ def test_invalid_sweep_arguments():
         sweep.run_sweep([task], task.frozen, setup.map_analog, config, num_trials=0)
     with pytest.raises(ValueError, match="drift_times"):
         sweep.run_sweep([task], task.frozen, setup.map_analog, config, drift_times=(-1.0,))
+
+
+@pytest.mark.parametrize("row_multiple", [1, 8])
+def test_stack_batches_trims_only_single_batch_groups(row_multiple):
+    # 3 rows of 5 tokens (bucket 8) and 70 rows of 12 tokens (bucket 16).
+    lengths = np.array([5] * 3 + [12] * 70)
+    mask = (np.arange(16)[None, :] < lengths[:, None]).astype(np.int32)
+    arrays = {"input_ids": mask * 7, "attention_mask": mask, "token_type_ids": 0 * mask}
+    short, long = sweep.stack_batches(arrays, 32, (8,), row_multiple=row_multiple)
+    assert short.inputs["input_ids"].shape == (1, max(3, row_multiple), 8)
+    assert long.inputs["input_ids"].shape == (3, 32, 16)
+    real_rows = np.concatenate([short.rows[short.mask], long.rows[long.mask]])
+    np.testing.assert_array_equal(np.sort(real_rows), np.arange(73))
