@@ -262,11 +262,14 @@ def _combine_digitally(
     Returns:
         float32 (batch, out_features).
     """
+    # The outer products are einsums so that their gradients are dots: XLA's CPU backend
+    # runs the equivalent reductions over the batch axis up to 20x slower.
     if factor.shape[-1] == 1:
-        tile_scale = factor * digital_scale
+        tile_scale = jnp.einsum("jb,jl->jbl", factor[..., 0], digital_scale[:, 0])
     else:
         n_in, batch, n_out = factor.shape
-        per_tile = factor[..., None] * digital_scale.reshape(n_in, 1, n_out, -1)
+        per_tile = jnp.einsum("jbo,jot->jbot", factor,
+                              digital_scale.reshape(n_in, n_out, -1))
         tile_scale = per_tile.reshape(n_in, batch, -1)
     # An unrolled sum over the few input tiles: XLA's CPU reduction over a leading axis is
     # several times slower than elementwise adds.
