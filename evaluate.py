@@ -7,6 +7,11 @@
         --output_dir runs/sst2_on_6bit
     python evaluate.py --compare runs/a,runs/b --output_dir runs/compare
 
+The sweep splits the trials (or, with fewer trials than devices, the rows of
+each dev batch) over every device. A multi-process launch (several hosts) is
+detected from its environment, or forced with --distributed=true; every
+process then runs the sweep, and process 0 alone writes the files and prints.
+
 Each trial programs all analog weights anew; each drift time then drifts
 them, adds read noise and applies global drift compensation, and the dev sets
 are evaluated. Writes sweep.json, sweep.csv and sweep.png.
@@ -18,7 +23,7 @@ import os
 from absl import app, flags
 from absl import logging as absl_logging
 
-from hwa_lora_jax import cli, eval_lib
+from hwa_lora_jax import cli, distributed, eval_lib
 from hwa_lora_jax.sweep import DEFAULT_DRIFT_TIMES
 
 FLAGS = flags.FLAGS
@@ -27,7 +32,9 @@ flags.DEFINE_string("workdir", None, "A train.py workdir: its adapter is evaluat
 flags.DEFINE_list("adapters", None, "Several adapters on one chip: TASK=DIR,TASK=DIR.")
 flags.DEFINE_string("output_dir", None, "Folder for sweep.json, sweep.csv and sweep.png.")
 flags.DEFINE_integer("trials", 10, "Independent programmings of the chip.")
-flags.DEFINE_integer("trials_per_batch", 2, "Trials computed together (memory vs speed).")
+flags.DEFINE_integer("trials_per_batch", 2, "Trials computed together (memory vs speed); "
+                     "rounded up to a multiple of the device count when there are at least as "
+                     "many trials as devices.")
 flags.DEFINE_list("drift_times", [str(t) for t in DEFAULT_DRIFT_TIMES],
                   "Seconds after programming.")
 flags.DEFINE_integer("seed", 0, "Seed of programming, drift and read noise.")
@@ -39,6 +46,13 @@ flags.DEFINE_list("compare", None, "Plot these runs' sweep.json files together."
 flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"],
                   "Input dtype of the linear layers' matmuls; bfloat16 is faster on GPUs and "
                   "TPUs and keeps the converter levels exact.")
+flags.DEFINE_enum("distributed", "auto", list(eval_lib.DISTRIBUTED_FLAG_VALUES),
+                  "Start JAX's distributed runtime for a multi-process run. auto: only when the "
+                  "environment describes a launch of 2 or more processes (JAX_COORDINATOR_ADDRESS "
+                  "with JAX_NUM_PROCESSES and JAX_PROCESS_ID, SLURM, Open MPI or a TPU pod); "
+                  "true: always (JAX's own cluster detection fills in what the environment "
+                  "leaves out); false: never.",
+                  case_sensitive=False)
 
 
 def main(argv):
@@ -46,11 +60,16 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("hwa_lora_jax").setLevel(logging.INFO)
+    # jax.distributed.initialize must run before any JAX computation.
+    distributed.maybe_initialize(eval_lib.distributed_enabled(FLAGS.distributed))
+    main_process = distributed.is_main_process()
 
     if FLAGS.compare:
         if FLAGS.workdir or FLAGS.adapters:
             raise app.UsageError("--compare plots existing sweeps; pass it without --workdir "
                                  "and --adapters.")
+        if not main_process:
+            return
         output_dir = FLAGS.output_dir or "."
         os.makedirs(output_dir, exist_ok=True)
         path = os.path.join(output_dir, "compare.png")
@@ -101,7 +120,8 @@ def main(argv):
     report = eval_lib.evaluate_deployment(
         deployment, drift_times=drift_times, num_trials=FLAGS.trials,
         trials_per_batch=FLAGS.trials_per_batch, seed=FLAGS.seed, batch_size=FLAGS.batch_size)
-    eval_lib.write_outputs(report, output_dir)
+    if not eval_lib.write_outputs_on_main_process(report, output_dir):
+        return
     print(eval_lib.format_table(report))
     resources = report["resources"]
     print(f"one analog model: {resources['analog_params']:,} weights on {resources['tiles']} tiles; "

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
-from hwa_lora_jax import checkpointing, training
+from hwa_lora_jax import checkpointing, distributed, training
 from hwa_lora_jax.evaluation import predict
 from hwa_lora_jax.experiment import (
     analog_config_from_dict,
@@ -44,6 +44,11 @@ from hwa_lora_jax.task_data import load_task_data
 from hwa_lora_jax.train_lib import package_versions
 
 logger = logging.getLogger(__name__)
+
+# Values of evaluate.py's --distributed flag -> `enabled` of
+# `distributed.maybe_initialize` (None: start the runtime only for a detected
+# multi-process launch), the three states of train.py's `config.distributed`.
+DISTRIBUTED_FLAG_VALUES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
 
 
 @dataclasses.dataclass
@@ -82,6 +87,21 @@ def _merge(base: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]]) 
     for section, values in overrides.items():
         merged.setdefault(section, {}).update(values)
     return merged
+
+
+def distributed_enabled(flag_value: str) -> bool | None:
+    """Map a --distributed value ('auto', 'true' or 'false', any case) to `enabled`.
+
+    The result is the `enabled` argument of `distributed.maybe_initialize`.
+
+    Raises:
+      ValueError: any other value.
+    """
+    try:
+        return DISTRIBUTED_FLAG_VALUES[flag_value.lower()]
+    except KeyError:
+        raise ValueError(f"--distributed={flag_value!r} is invalid; expected one of "
+                         f"{list(DISTRIBUTED_FLAG_VALUES)}.") from None
 
 
 def setup_trains_head(meta: Mapping[str, Any]) -> bool:
@@ -169,7 +189,12 @@ def load_deployment(adapter_dirs: Mapping[str, str], *, hardware_overrides: str 
 def evaluate_deployment(deployment: Deployment, *, drift_times: Sequence[float],
                         num_trials: int, trials_per_batch: int, seed: int,
                         batch_size: int, show_progress: bool = True) -> dict[str, Any]:
-    """Score each task digitally, then run the drift sweep; return the `sweep.json` content."""
+    """Score each task digitally, then run the drift sweep; return the `sweep.json` content.
+
+    In a multi-process run every process must call it (the sweep gathers its
+    outputs across processes), and each gets the whole report. Only process 0
+    shows the progress bar.
+    """
     import tqdm
 
     start = time.time()
@@ -181,7 +206,8 @@ def evaluate_deployment(deployment: Deployment, *, drift_times: Sequence[float],
         report["tasks"][task.name] = {"digital": task.eval_set.score(outputs)}
 
     bar = tqdm.tqdm(total=num_trials * len(drift_times), unit="trial x time",
-                    disable=not show_progress, dynamic_ncols=True)
+                    disable=not (show_progress and distributed.is_main_process()),
+                    dynamic_ncols=True)
     sweep_start = time.time()
     result = run_sweep(deployment.tasks, deployment.analog_params, deployment.map_fn,
                        deployment.hardware, drift_times=drift_times, num_trials=num_trials,
@@ -249,6 +275,18 @@ def write_outputs(report: Mapping[str, Any], output_dir: str) -> None:
                         writer.writerow([name, metric, t, trial, f"{value:.6f}"])
     os.replace(csv_path + ".tmp", csv_path)
     plot_reports({"": report}, os.path.join(output_dir, "sweep.png"))
+
+
+def write_outputs_on_main_process(report: Mapping[str, Any], output_dir: str) -> bool:
+    """Write `sweep.json`, `sweep.csv` and `sweep.png` on process 0 only.
+
+    Every process of a multi-process sweep gets the same report, so one
+    writer suffices. Returns whether this process wrote the files.
+    """
+    if not distributed.is_main_process():
+        return False
+    write_outputs(report, output_dir)
+    return True
 
 
 def plot_reports(reports: Mapping[str, Mapping[str, Any]], path: str) -> None:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from hwa_lora_jax import checkpointing, eval_lib, train_lib
@@ -128,6 +129,7 @@ def test_adapters_of_different_base_models_are_rejected(trained, tmp_path):
     ("--drift_times=0,-5", "times must be >= 0"),
     ("--drift_times=0,1h", "give seconds"),
     ("--trials=0", "--trials=0 is invalid"),
+    ("--distributed=maybe", "value should be one of <auto|true|false>"),
 ])
 def test_evaluate_script_rejects_bad_flags(trained, flag, message):
     workdir = os.path.dirname(trained["lora"])
@@ -136,3 +138,42 @@ def test_evaluate_script_rejects_bad_flags(trained, flag, message):
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("auto", None),
+    ("true", True),
+    ("false", False),
+    ("True", True),
+    ("FALSE", False),
+])
+def test_distributed_flag_mapping(value, expected):
+    assert eval_lib.distributed_enabled(value) is expected
+
+
+def test_distributed_flag_rejects_other_values():
+    with pytest.raises(ValueError, match="--distributed='yes' is invalid"):
+        eval_lib.distributed_enabled("yes")
+
+
+def test_outputs_written_on_process_zero_only(swept, tmp_path, monkeypatch):
+    report, _ = swept
+    assert eval_lib.write_outputs_on_main_process(report, str(tmp_path / "process0"))
+    assert sorted(os.listdir(tmp_path / "process0")) == ["sweep.csv", "sweep.json", "sweep.png"]
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert not eval_lib.write_outputs_on_main_process(report, str(tmp_path / "process1"))
+    assert not (tmp_path / "process1").exists()
+
+
+def test_evaluate_script_with_distributed_false(trained, tmp_path):
+    # A flag value passed on unmapped (the string 'false' is truthy) would start
+    # jax.distributed, which fails here with no coordinator.
+    workdir = os.path.dirname(trained["hwa_lora"])
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"),
+                             f"--workdir={workdir}", f"--output_dir={tmp_path}",
+                             "--distributed=false", "--trials=1", "--drift_times=0",
+                             "--batch_size=16"],
+                            check=False, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "digital" in result.stdout
+    assert sorted(os.listdir(tmp_path)) == ["sweep.csv", "sweep.json", "sweep.png"]
