@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     # length saves time on tasks with short training sentences (SST-2).
     config.data.eval_max_length = 0
     # Token lengths to group batches by, e.g. (16, 32): each batch is cut to the
-    # smallest bucket that holds its sequences (max_length is the last bucket),
+    # smallest bucket that fits its sequences (max_length is the last bucket),
     # so short sentences cost less; one compilation per bucket. () keeps every
     # batch at max_length, as the published runs did.
     config.data.length_buckets = ()

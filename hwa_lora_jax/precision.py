@@ -5,7 +5,7 @@ matmuls (analog MVMs, digital dense layers and LoRA branches) bfloat16 inputs an
 accumulates in float32, which is faster on GPUs and TPUs. Parameters, attention scores,
 softmax, normalization and every hardware effect (converters, noise, bound management,
 drift) stay float32, and the analog MVM takes the DAC's integer levels, which bfloat16
-holds exactly up to 256.
+represents exactly up to 256.
 """
 
 from __future__ import annotations

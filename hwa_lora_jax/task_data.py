@@ -78,7 +78,7 @@ def length_buckets(data_config: Mapping[str, Any]) -> tuple[int, ...]:
     buckets = []
     for value in raw:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"data.length_buckets={tuple(raw)} holds {value!r}; give positive "
+            raise ValueError(f"data.length_buckets={tuple(raw)} contains {value!r}; give positive "
                              "token counts, e.g. --config.data.length_buckets='(16, 32)'.")
         buckets.append(int(value))
     return tuple(sorted(set(buckets)))

@@ -93,7 +93,7 @@ def test_length_buckets_keep_every_row_in_place(length_buckets):
                        8, key=jax.random.key(0), length_buckets=length_buckets)["logits"]
     np.testing.assert_allclose(bucketed, digital, atol=1e-5)
 
-    # The sweep's score sees each row's logit; on the ideal chip it is the digital one.
+    # The sweep scores each row's logit, which on the ideal chip equals the digital one.
     def per_row(outputs):
         return {f"row{i}": float(value) for i, value in enumerate(outputs["logits"][:, 1])}
 

@@ -248,10 +248,10 @@ def test_bfloat16_steps_track_float32(mode):
                                   jax.random.key(1))
             losses.append(float(metrics["loss"]))
         runs[dtype] = np.array(losses)
-    # Same keys, so the same noise draws: bfloat16 weights and activations move the loss
-    # by rounding only (measured up to about 1e-3 on this model); the difference is nonzero.
+    # Same keys, so the same noise draws: bfloat16 rounding alone moves the loss, by less
+    # than 1e-3 when measured on this model.
     difference = np.abs(runs["bfloat16"] - runs["float32"])
-    assert np.all(difference < 2e-2), runs
+    assert np.all(difference < 5e-3), runs
     assert np.any(difference > 0), runs
 
 

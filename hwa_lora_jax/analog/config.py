@@ -329,9 +329,9 @@ class AnalogConfig:
     fast_rng: bool = True
     """True: every Gaussian draw (output noise, training weight noise, programming noise,
     drift exponents, read noise) comes from a counter-based integer hash seeded by two
-    32-bit draws from the key, which costs about a third of `jax.random.normal` on CPU;
-    its samples stop at +-5.29 std (a tail mass of 1.2e-7). False: `jax.random.normal`
-    (threefry or the key's implementation). Both are deterministic
+    32-bit draws from the key. On CPU it costs about a third of `jax.random.normal`. Its
+    samples stop at +-5.29 std, which cuts a tail mass of 1.2e-7. False:
+    `jax.random.normal` (threefry or the key's implementation). Both are deterministic
     functions of the key."""
 
     def __post_init__(self) -> None:

@@ -105,13 +105,12 @@ def add_weight_noise(layer: TiledLayer, config: AnalogConfig, *, key: jax.Array)
 
 @jax.custom_batching.custom_vmap
 def _any_over_vmap(predicate: jax.Array) -> jax.Array:
-    """Return a bool scalar predicate unchanged; under `vmap`, its OR over the mapped axis.
+    """Return the bool scalar `predicate`, or under `vmap` its OR over the mapped axis.
 
-    `lax.cond` with a vmapped predicate becomes a `select` that runs both branches
-    for every element; bound management would then rerun every batch of a vmapped
-    drift sweep. With one predicate for the whole vmapped axis the cond stays a
-    branch. Taking a rerun branch where nothing clips returns the same output, so
-    the result does not change.
+    Under `vmap`, `lax.cond` with a batched predicate becomes a `select` that runs both
+    branches, so bound management would rerun every batch of a vmapped drift sweep. One
+    predicate for the whole axis keeps the branch. A rerun where nothing clips returns
+    the same output, so the result does not change.
     """
     return predicate
 
@@ -121,7 +120,7 @@ def _any_over_vmap_rule(axis_size, in_batched, predicate):
     del axis_size
     if in_batched[0]:
         predicate = jnp.any(predicate, axis=0)
-    # Recurse so that an outer vmap also sees one predicate.
+    # Recurse so that an outer vmap also gets one predicate.
     return _any_over_vmap(predicate), False
 
 

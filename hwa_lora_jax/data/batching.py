@@ -1,8 +1,8 @@
 """Batches of numpy arrays for training and for fixed-shape evaluation.
 
 Length buckets: with `length_buckets=(16, 32)` and inputs padded to 64
-tokens, each sequence goes to the smallest of 16, 32 and 64 tokens that holds
-it, every batch holds sequences of one bucket only, and the token arrays of
+tokens, each sequence goes to the smallest of 16, 32 and 64 tokens that fits
+it, every batch contains sequences of one bucket only, and the token arrays of
 the batch are cut to that length. A jitted step then compiles once per bucket
 and does not spend its time on padding. Without buckets every batch keeps
 the full length.
@@ -52,7 +52,7 @@ def sequence_lengths(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def bucket_lengths(arrays: Mapping[str, np.ndarray],
                    length_buckets: Sequence[int]) -> np.ndarray:
-    """Return the padded length of each row: the smallest bucket that holds it.
+    """Return the padded length of each row: the smallest bucket that fits it.
 
     Args:
       arrays: model inputs with an `attention_mask` of shape `(n, seq_len)`.
@@ -64,7 +64,7 @@ def bucket_lengths(arrays: Mapping[str, np.ndarray],
     """
     for value in length_buckets:
         if int(value) != value or value < 1:
-            raise ValueError(f"length_buckets={tuple(length_buckets)} holds {value!r}; every "
+            raise ValueError(f"length_buckets={tuple(length_buckets)} contains {value!r}; every "
                              "bucket must be a positive whole number of tokens, e.g. (16, 32).")
     seq_len = np.shape(arrays[LENGTH_SOURCE])[1] if LENGTH_SOURCE in arrays else 0
     lengths = sequence_lengths(arrays)
@@ -126,7 +126,7 @@ def batch_iterator(arrays: Mapping[str, np.ndarray], batch_size: int, *, seed: i
     """Yield batches of `arrays`, in an order fixed by (seed, epoch).
 
     The permutation comes from `np.random.default_rng([seed, epoch])`, so a
-    resumed run sees the same batches as an uninterrupted one.
+    resumed run gets the same batches as an uninterrupted one.
 
     Args:
       arrays: arrays that share their leading (example) dimension.

@@ -116,7 +116,7 @@ def test_invalid_bucket_raises(buckets):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bucketed_batches_hold_one_bucket(seed):
     batches = list(batch_iterator(BUCKETED, 2, seed=seed, epoch=0, length_buckets=(4,)))
-    # Bucket 4 holds rows 0, 1, 5; bucket 8 holds rows 2, 3, 4: one full batch each.
+    # Bucket 4 contains rows 0, 1 and 5 and bucket 8 rows 2, 3 and 4, one full batch each.
     assert len(batches) == len(batch_plan(BUCKETED, 2, seed=9, epoch=3, length_buckets=(4,)))
     assert len(batches) == 2
     for batch in batches:
