@@ -62,6 +62,7 @@ class Deployment:
     trained_hardware: dict[str, dict]
     adapter_dirs: dict[str, str]
     resources: dict[str, Any]
+    compute_dtype: str = "float32"
 
 
 def parse_hardware_overrides(text: str) -> dict[str, dict[str, Any]]:
@@ -183,7 +184,7 @@ def load_deployment(adapter_dirs: Mapping[str, str], *, hardware_overrides: str 
     resources["adapter_params_total"] = int(sum(resources["adapters"].values()))
     trained = {name: meta["hardware"] for name, meta in metadata.items()}
     return Deployment(tasks, analog_params, map_fn, hardware, trained, dict(adapter_dirs),
-                      resources)
+                      resources, compute_dtype)
 
 
 def evaluate_deployment(deployment: Deployment, *, drift_times: Sequence[float],
@@ -226,6 +227,7 @@ def evaluate_deployment(deployment: Deployment, *, drift_times: Sequence[float],
         drift_times=[float(t) for t in drift_times], num_trials=num_trials, seed=seed,
         trials_per_batch=trials_per_batch,
         hardware=analog_config_to_dict(deployment.hardware),
+        compute_dtype=deployment.compute_dtype, devices=jax.device_count(),
         trained_hardware=deployment.trained_hardware, resources=deployment.resources,
         sweep_wall_time_s=time.time() - sweep_start, wall_time_s=time.time() - start,
         versions=package_versions())

@@ -53,6 +53,8 @@ def test_report_files_and_schema(swept):
     assert len(entry["mean"]) == 2
     assert "accuracy" in entry["digital"]
     assert saved["resources"]["tiles"] == 13  # 2 layers x 6 + the pooler; digital head
+    assert saved["compute_dtype"] == "float32"
+    assert saved["devices"] == 1
     with open(tmp_path / "sweep.csv") as f:
         rows = f.read().splitlines()
     # header + digital (accuracy, main) + 2 trials x 2 times x 2 metrics
@@ -165,15 +167,17 @@ def test_outputs_written_on_process_zero_only(swept, tmp_path, monkeypatch):
     assert not (tmp_path / "process1").exists()
 
 
-def test_evaluate_script_with_distributed_false(trained, tmp_path):
+def test_evaluate_script_distributed_false_bfloat16(trained, tmp_path):
     # A flag value passed on unmapped (the string 'false' is truthy) would start
     # jax.distributed, which fails here with no coordinator.
     workdir = os.path.dirname(trained["hwa_lora"])
     result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"),
                              f"--workdir={workdir}", f"--output_dir={tmp_path}",
-                             "--distributed=false", "--trials=1", "--drift_times=0",
-                             "--batch_size=16"],
+                             "--distributed=false", "--compute_dtype=bfloat16", "--trials=1",
+                             "--drift_times=0", "--batch_size=16"],
                             check=False, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "digital" in result.stdout
+    with open(tmp_path / "sweep.json") as f:
+        assert json.load(f)["compute_dtype"] == "bfloat16"
     assert sorted(os.listdir(tmp_path)) == ["sweep.csv", "sweep.json", "sweep.png"]

@@ -396,6 +396,24 @@ def test_bfloat16_rounds_only_the_weights():
     assert 1e-4 < np.abs(half - full).max() < 2**-7 * np.abs(full).max()
 
 
+def test_bfloat16_weight_gradient_tracks_float32():
+    # `hwa` training differentiates the MVM with respect to the tile weights.
+    config = _config(inp_bits=8, out_bits=8, out_bound=3.0)
+    kernel, bias, x = _layer_inputs((40, 24), 8)
+    layer = map_weights(kernel, config)
+
+    def grad(dtype):
+        def loss(weights):
+            y = analog_matmul(x, layer.replace(weights=weights), bias, config, key=None,
+                              compute_dtype=dtype)
+            return jnp.sum(jnp.sin(y))
+        return np.asarray(jax.grad(loss)(layer.weights))
+
+    full, half = grad("float32"), grad("bfloat16")
+    assert np.all(np.isfinite(half))
+    np.testing.assert_allclose(half, full, rtol=0, atol=2e-2 * np.abs(full).max())
+
+
 def test_unknown_compute_dtype_is_rejected():
     config = _config()
     kernel, bias, x = _layer_inputs((8, 4), 2)
