@@ -354,8 +354,8 @@ def _bfloat16_exact_kernel(shape, max_in, seed=0):
     """Kernel of multiples of 1/64 in [-1, 1] whose first row in each input tile is 1.
 
     Channel-wise scaling (per tile row) then keeps every weight a multiple of 1/64, which
-    bfloat16 holds exactly, so a bfloat16 MVM may differ from a float32 one only by the
-    order of the float32 sums.
+    bfloat16 represents exactly. A bfloat16 MVM may then differ from a float32 one only by
+    the order of the float32 sums.
     """
     rng = np.random.default_rng(seed)
     kernel = rng.integers(-64, 65, size=shape) / 64.0
@@ -372,8 +372,8 @@ def test_bfloat16_keeps_converter_levels_exact(bits, max_in):
     layer = map_weights(kernel, config)
     full = analog_matmul(x, layer, bias, config, key=None)
     half = analog_matmul(x, layer, bias, config, key=None, compute_dtype="bfloat16")
-    # A DAC level k / 127 rounded to bfloat16 would be off by up to 2**-9 relative and move
-    # many ADC outputs by a step (3 * 2 / 254 here); exact levels agree to float32 rounding.
+    # A DAC level k / 127 rounded to bfloat16 would be off by up to 2**-9 relative, which
+    # moves many ADC outputs by a step (3 * 2 / 254 here). Exact levels agree to 1e-5.
     np.testing.assert_allclose(np.asarray(half), np.asarray(full), rtol=1e-5, atol=1e-5)
 
 
