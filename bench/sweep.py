@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--trials_per_batch", type=int, default=2)
     parser.add_argument("--times", type=int, default=7, help="drift times (of the default 7)")
+    parser.add_argument("--compute_dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="input dtype of the linear layers' matmuls")
     args = parser.parse_args()
 
     config = get_preset(args.preset, num_hidden_layers=args.layers, num_labels=2)
@@ -49,7 +51,8 @@ def main() -> None:
     params = model.init(jax.random.key(0), jnp.asarray(ids[:1]))["params"]
 
     hardware = AnalogConfig()
-    setup = training.Setup(model, "hwa_lora", LoraConfig(), hardware)
+    setup = training.Setup(model, "hwa_lora", LoraConfig(), hardware,
+                           compute_dtype=args.compute_dtype)
     adapters = init_lora(jax.random.key(1), linear_layer_shapes(params), setup.lora)
     frozen, trainable = training.init_trainable(setup, params, adapters)
     eval_step = training.make_eval_step(setup, hardware)
@@ -86,7 +89,7 @@ def main() -> None:
 
     pairs = args.trials * len(times)
     print(f"model: {args.preset} with {args.layers} layers, {args.sentences} sentences x "
-          f"{args.seq} tokens, devices {jax.devices()}")
+          f"{args.seq} tokens, {args.compute_dtype}, devices {jax.devices()}")
     print(f"digital evaluation of the dev set: {digital_time:.3f} s")
     print(f"sweep: {args.trials} trials x {len(times)} drift times: {sweep_time:.2f} s")
     print(f"ratio sweep / (trials x times x digital): {sweep_time / (pairs * digital_time):.2f} "
