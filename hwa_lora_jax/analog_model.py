@@ -24,8 +24,8 @@ from hwa_lora_jax.analog.forward import analog_matmul
 from hwa_lora_jax.analog.tiles import TiledLayer
 from hwa_lora_jax.analog.tree import layer_key
 from hwa_lora_jax.lora import LoraConfig, lora_delta
-from hwa_lora_jax.precision import check_compute_dtype
 from hwa_lora_jax.models.layers import Dense, linear
+from hwa_lora_jax.precision import check_compute_dtype
 
 Array = jax.Array
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")

@@ -27,7 +27,6 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import tqdm
 
 from hwa_lora_jax import checkpointing, distributed, training

@@ -35,7 +35,6 @@ from hwa_lora_jax.analog.tiles import (
 )
 from hwa_lora_jax.precision import check_compute_dtype
 
-
 # Largest |sample| of the fast normal sampler: sqrt(2) * erfinv(1 - 2**-23).
 _FAST_NORMAL_MAX = 5.2948
 
