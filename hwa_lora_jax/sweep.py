@@ -85,6 +85,10 @@ class BatchGroup:
     rows: np.ndarray
 
 
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
 def stack_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
                   length_buckets: Sequence[int] = (), *, row_multiple: int = 8
                   ) -> list[BatchGroup]:
@@ -102,7 +106,7 @@ def stack_batches(arrays: Mapping[str, np.ndarray], batch_size: int,
         rows = np.stack([batch.pop(EXAMPLE_INDEX_KEY) for batch in batches])
         inputs = {name: np.stack([batch[name] for batch in batches]) for name in batches[0]}
         if len(batches) == 1:
-            keep = min(batch_size, -(-int(mask.sum()) // row_multiple) * row_multiple)
+            keep = min(batch_size, _round_up(int(mask.sum()), row_multiple))
             inputs = {name: value[:, :keep] for name, value in inputs.items()}
             mask, rows = mask[:, :keep], rows[:, :keep]
         stacked.append(BatchGroup(inputs, mask, rows))
@@ -229,7 +233,7 @@ def trials_per_call(num_trials: int, trials_per_batch: int, mesh: Mesh) -> int:
     """
     if num_trials < mesh.size:
         return min(trials_per_batch, num_trials)
-    rounded = -(-trials_per_batch // mesh.size) * mesh.size
+    rounded = _round_up(trials_per_batch, mesh.size)
     if rounded != trials_per_batch:
         logger.info("trials_per_batch=%d rounded up to %d, a multiple of the %d devices, so "
                     "each device evaluates whole trials.", trials_per_batch, rounded, mesh.size)

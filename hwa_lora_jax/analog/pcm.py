@@ -59,6 +59,21 @@ def conductance_scale(weights: jax.Array, pcm: PCMConfig) -> jax.Array:
     return pcm.g_max / jnp.maximum(tile_max_abs(weights), _MIN_TILE_MAX)[..., None, None]
 
 
+def _carrier_conductance(weights: jax.Array, pcm: PCMConfig) -> tuple[jax.Array, jax.Array]:
+    """Re-convert programmed weights: return s' per tile and g = s' |W| of each carrying device.
+
+    Args:
+        weights: float32 (..., n_out, n_in, tile_out, tile_in) programmed weights W_p.
+        pcm: device settings.
+
+    Returns:
+        `(scale, conductance)`: `conductance_scale(weights)` and the float32 conductances
+        in uS, shaped like `weights`.
+    """
+    scale = conductance_scale(weights, pcm)
+    return scale, scale * jnp.abs(weights)
+
+
 def programming_noise_std(g_target: jax.Array, pcm: PCMConfig) -> jax.Array:
     """Return the programming-noise std sigma_p, in uS, of devices with target `g_target`.
 
@@ -136,8 +151,9 @@ def read_noise_factor(t_seconds: jax.Array, pcm: PCMConfig) -> jax.Array:
 
 
 def read_noise_relative_std(conductance: jax.Array, pcm: PCMConfig) -> jax.Array:
-    """Return Q(g) = min(0.0088 / max((g / g_max)**0.65, 1e-3), 0.2), the 1/f read noise std
-    relative to the drifted conductance before the time factor.
+    """Return Q(g), the 1/f read-noise std relative to the drifted conductance.
+
+    Q(g) = min(0.0088 / max((g / g_max)**0.65, 1e-3), 0.2), before the time factor f(t).
 
     Args:
         conductance: float32 conductances g of the carrying devices in uS, >= 0.
@@ -232,8 +248,8 @@ def program(layer: TiledLayer, config: AnalogConfig, *, key: jax.Array) -> Progr
     nu_mean, nu_std = drift_exponent_stats(g_carrier, pcm)
     nu_noise = standard_normal(nu_key, weights.shape, fast=fast)
     nu = jnp.abs(nu_mean + nu_std * nu_noise) * pcm.drift_scale
-    read_std = pcm.read_noise_scale * read_noise_relative_std(
-        conductance_scale(programmed_weights, pcm) * jnp.abs(programmed_weights), pcm)
+    _, g_programmed = _carrier_conductance(programmed_weights, pcm)
+    read_std = pcm.read_noise_scale * read_noise_relative_std(g_programmed, pcm)
 
     programmed_layer = layer.replace(weights=programmed_weights,
                                      alpha=jnp.ones_like(layer.alpha))
@@ -261,8 +277,9 @@ def drift(
     W_p is re-converted with s' = g_max / max|W_p|, so the carrying device has
     g = s' |W_p| and the other is 0. Then g_d = g ((t + t0) / t0)**-nu (no drift at t = 0),
     g_f = [g_d + |g_d| Q(g) f(t) xi]_+ with Q = min(0.0088 / max((g / g_max)**0.65, 1e-3),
-    0.2) (`ProgrammedLayer.read_std`), and W_d = sign(W_p) g_f / s'. Read noise is present at t = 0 too. Every call starts
-    again from W_p; only the key changes the read noise. With global compensation, alpha =
+    0.2) (precomputed in `ProgrammedLayer.read_std`), and W_d = sign(W_p) g_f / s'. Read
+    noise is present at t = 0 too. Every call starts again from W_p; only the key changes
+    the read noise. With global compensation, alpha =
     m0 / m_t per tile, with m_t from the one-hot readout of W_d.
 
     Args:
@@ -281,8 +298,7 @@ def drift(
     weights = layer.weights
     read_key, readout_key = jax.random.split(key)
 
-    scale = conductance_scale(weights, pcm)
-    conductance = scale * jnp.abs(weights)
+    scale, conductance = _carrier_conductance(weights, pcm)
     drifted = conductance * drift_factor(t_seconds, programmed.nu, pcm)
 
     read_std = programmed.read_std * read_noise_factor(t_seconds, pcm)
