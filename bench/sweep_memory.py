@@ -11,8 +11,8 @@ The mapped weights and the frozen digital params are shared by all trials.
 Trials of one call are vmapped, so each also needs the activations of one
 dev batch and the drift temporaries, which the shapes above leave out.
 `--measure` compiles the sweep of a model cut to `--layers` layers for 1 and
-2 trials per call and prints the increment per trial next to the estimate:
-their ratio scales the estimate to a whole model at that batch shape.
+2 trials per call and prints the increment per trial next to the estimate.
+Their ratio scales the estimate to a whole model at that batch shape.
 """
 
 from __future__ import annotations

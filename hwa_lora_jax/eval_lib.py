@@ -45,9 +45,9 @@ from hwa_lora_jax.train_lib import package_versions
 
 logger = logging.getLogger(__name__)
 
-# Values of evaluate.py's --distributed flag -> `enabled` of
-# `distributed.maybe_initialize` (None: start the runtime only for a detected
-# multi-process launch), the three states of train.py's `config.distributed`.
+# evaluate.py's --distributed values and the `enabled` argument of
+# `distributed.maybe_initialize` each maps to. None starts the runtime only for
+# a detected multi-process launch, like an unset `config.distributed` in train.py.
 DISTRIBUTED_FLAG_VALUES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
 
 

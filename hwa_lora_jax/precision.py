@@ -17,7 +17,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def check_compute_dtype(name: str) -> jnp.dtype:
-    """Return the dtype named `name`; raise a ValueError naming the accepted names."""
+    """Return the dtype named `name`, or raise a ValueError that lists the accepted names."""
     if name not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype={name!r} is invalid (train.compute_dtype in a config, "
                          f"--compute_dtype of evaluate.py); expected one of {COMPUTE_DTYPES}.")
